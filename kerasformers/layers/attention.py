@@ -1,0 +1,181 @@
+"""Multi-head attention with extra mask/bias inputs and a position-bias hook."""
+
+import keras
+from keras import ops
+
+from kerasformers.backend import infinity
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head (self- or cross-) attention, bert4keras' `MultiHeadAttention`.
+
+    Called as `layer([q, k, v], attention_mask=None, attention_bias=None)`:
+    `attention_mask` is a (batch, k_len) 0/1 mask of real key tokens;
+    `attention_bias` is added to the attention logits and broadcasts to
+    (batch, heads, q_len, k_len) — LM / UniLM masks and relative position biases
+    come in through it. Families with another position scheme override
+    `apply_position_encoding` (rotate q/k) or `position_scores` (add to logits).
+
+    Args:
+        heads: number of heads.
+        head_size: width of each head's values (output of a head).
+        out_dim: output width (default heads * head_size).
+        key_size: width of each head's queries/keys (default head_size).
+        use_bias: biases in the four projections.
+        attention_scale: divide logits by sqrt(key_size).
+        attention_dropout: dropout rate on the attention probabilities.
+        return_attention_scores: also return the (batch, heads, q, k) probabilities.
+        kernel_initializer: initializer of the projections.
+
+    Reference:
+        https://arxiv.org/abs/1706.03762
+    """
+
+    def __init__(
+        self,
+        heads,
+        head_size,
+        out_dim=None,
+        key_size=None,
+        use_bias=True,
+        attention_scale=True,
+        attention_dropout=None,
+        return_attention_scores=False,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.head_size = head_size
+        self.out_dim = out_dim or heads * head_size
+        self.key_size = key_size or head_size
+        self.use_bias = use_bias
+        self.attention_scale = attention_scale
+        self.attention_dropout = attention_dropout
+        self.return_attention_scores = return_attention_scores
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _dense(self, units, name):
+        return keras.layers.Dense(
+            units,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape):
+        q_shape, k_shape, v_shape = input_shape[:3]
+        # Creation order fixes the order of `self.weights`, which checkpoint
+        # mappings rely on: q, k, v, o (kernel then bias).
+        self.q_dense = self._dense(self.key_size * self.heads, "q_dense")
+        self.q_dense.build(q_shape)
+        self.k_dense = self._dense(self.key_size * self.heads, "k_dense")
+        self.k_dense.build(k_shape)
+        self.v_dense = self._dense(self.head_size * self.heads, "v_dense")
+        self.v_dense.build(v_shape)
+        self.o_dense = self._dense(self.out_dim, "o_dense")
+        self.o_dense.build(tuple(v_shape[:-1]) + (self.head_size * self.heads,))
+        if self.attention_dropout:
+            self.dropout = keras.layers.Dropout(self.attention_dropout, dtype=self.dtype_policy)
+
+    def apply_position_encoding(self, qw, kw, position_inputs=None):
+        """Hook: transform per-head queries/keys (e.g. rotary). Identity here."""
+        return qw, kw
+
+    def position_scores(self, qw, kw, position_inputs=None):
+        """Hook: extra logits (batch|1, heads|1, q_len, k_len) from positions, or None."""
+        return None
+
+    def call(
+        self,
+        inputs,
+        attention_mask=None,
+        attention_bias=None,
+        position_inputs=None,
+        training=None,
+    ):
+        q, k, v = inputs[:3]
+        batch = ops.shape(q)[0]
+        # (batch, len, heads, size)
+        qw = ops.reshape(self.q_dense(q), (batch, -1, self.heads, self.key_size))
+        kw = ops.reshape(self.k_dense(k), (batch, -1, self.heads, self.key_size))
+        vw = ops.reshape(self.v_dense(v), (batch, -1, self.heads, self.head_size))
+        qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
+
+        bias = self._combined_bias(qw, kw, attention_mask, attention_bias, position_inputs)
+        needs_probs = self.return_attention_scores or (self.attention_dropout and training)
+        if needs_probs or self.key_size != self.head_size:
+            out, probs = self._attention_explicit(qw, kw, vw, bias, training)
+        else:
+            # Fused kernel (XLA / torch SDPA); scale is given explicitly so
+            # attention_scale=False means no scaling at all.
+            scale = self.key_size**-0.5 if self.attention_scale else 1.0
+            out = ops.dot_product_attention(qw, kw, vw, bias=bias, scale=scale)
+            probs = None
+        # (batch, q_len, heads, head_size) -> (batch, q_len, heads * head_size)
+        out = ops.reshape(out, (batch, -1, self.heads * self.head_size))
+        out = self.o_dense(out)
+        if self.return_attention_scores:
+            return out, probs
+        return out
+
+    def _combined_bias(self, qw, kw, attention_mask, attention_bias, position_inputs):
+        """Sums every additive term into one (batch|1, heads|1, q_len, k_len) bias."""
+        # Summed in float32 and clipped to what the compute dtype can hold, so a
+        # float16 policy gets a large finite negative, never -inf (NaN rows).
+        bias = None
+        if attention_mask is not None:
+            mask = ops.cast(attention_mask, "float32")
+            # (batch, k_len) -> (batch, 1, 1, k_len)
+            bias = (mask[:, None, None, :] - 1.0) * infinity()
+        for extra in (attention_bias, self.position_scores(qw, kw, position_inputs)):
+            if extra is None:
+                continue
+            extra = ops.cast(extra, "float32")
+            while len(extra.shape) < 4:
+                extra = ops.expand_dims(extra, 0)
+            bias = extra if bias is None else bias + extra
+        if bias is not None:
+            floor = -6e4 if keras.backend.standardize_dtype(qw.dtype) == "float16" else -infinity()
+            bias = ops.cast(ops.maximum(bias, floor), qw.dtype)
+        return bias
+
+    def _attention_explicit(self, qw, kw, vw, bias, training):
+        # (batch, heads, q_len, k_len)
+        logits = ops.einsum("bqhd,bkhd->bhqk", qw, kw)
+        if self.attention_scale:
+            logits = logits / ops.cast(self.key_size**0.5, logits.dtype)
+        if bias is not None:
+            logits = logits + bias
+        probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+        probs = ops.cast(probs, qw.dtype)
+        dropped = self.dropout(probs, training=training) if self.attention_dropout else probs
+        # (batch, q_len, heads, head_size)
+        out = ops.einsum("bhqk,bkhd->bqhd", dropped, vw)
+        return out, probs
+
+    def compute_output_shape(self, input_shape):
+        out_shape = tuple(input_shape[0][:-1]) + (self.out_dim,)
+        if self.return_attention_scores:
+            q_len, k_len = input_shape[0][1], input_shape[1][1]
+            return out_shape, (input_shape[0][0], self.heads, q_len, k_len)
+        return out_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "heads": self.heads,
+                "head_size": self.head_size,
+                "out_dim": self.out_dim,
+                "key_size": self.key_size,
+                "use_bias": self.use_bias,
+                "attention_scale": self.attention_scale,
+                "attention_dropout": self.attention_dropout,
+                "return_attention_scores": self.return_attention_scores,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

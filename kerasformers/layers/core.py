@@ -1,0 +1,42 @@
+"""Small utility layers the builders use."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class BiasAdd(keras.layers.Layer):
+    """Adds a trainable bias on the last axis (BERT's MLM output bias)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class TakePosition(keras.layers.Layer):
+    """Selects one sequence position: (batch, seq, dim) -> (batch, dim).
+
+    A serialisable stand-in for bert4keras' `Lambda(lambda x: x[:, 0])` pooler.
+
+    Args:
+        index: the position to keep (negative counts from the end).
+    """
+
+    def __init__(self, index=0, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def call(self, inputs):
+        return ops.take(inputs, self.index, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + tuple(input_shape[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}

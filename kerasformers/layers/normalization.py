@@ -1,0 +1,129 @@
+"""Layer normalisation, plain or conditional."""
+
+import keras
+from keras import ops
+
+from kerasformers.backend import activation_name, get_activation
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class LayerNormalization(keras.layers.Layer):
+    """Layer normalisation over the last axis, optionally conditional.
+
+    With `conditional=True` the layer is called on `[x, cond]` and gamma/beta are
+    shifted by dense projections of `cond` (initialised to zero, so a pretrained
+    model starts unchanged): the "Conditional Layer Normalization" of bert4keras.
+    Statistics are computed in float32 whatever the dtype policy.
+
+    Args:
+        center: learn the bias beta.
+        scale: learn the gain gamma.
+        epsilon: added to the variance (default 1e-12, BERT's).
+        conditional: condition gamma/beta on a second input.
+        hidden_units: if set, `cond` is first projected to this width.
+        hidden_activation: activation of that projection.
+        hidden_initializer: initializer of that projection.
+
+    Reference:
+        https://kexue.fm/archives/7124
+    """
+
+    def __init__(
+        self,
+        center=True,
+        scale=True,
+        epsilon=None,
+        conditional=False,
+        hidden_units=None,
+        hidden_activation="linear",
+        hidden_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.center = center
+        self.scale = scale
+        self.epsilon = epsilon or 1e-12
+        self.conditional = conditional
+        self.hidden_units = hidden_units
+        self.hidden_activation = get_activation(hidden_activation)
+        self.hidden_initializer = keras.initializers.get(hidden_initializer)
+
+    def build(self, input_shape):
+        shape = (input_shape[0][-1],) if self.conditional else (input_shape[-1],)
+        if self.center:
+            self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
+        if self.scale:
+            self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
+        if self.conditional:
+            if self.hidden_units is not None:
+                self.hidden_dense = keras.layers.Dense(
+                    self.hidden_units,
+                    activation=self.hidden_activation,
+                    use_bias=False,
+                    kernel_initializer=self.hidden_initializer,
+                    dtype=self.dtype_policy,
+                    name="hidden_dense",
+                )
+                self.hidden_dense.build(input_shape[1])
+            cond_dim = self.hidden_units or input_shape[1][-1]
+            if self.center:
+                self.beta_dense = keras.layers.Dense(
+                    shape[0],
+                    use_bias=False,
+                    kernel_initializer="zeros",
+                    dtype=self.dtype_policy,
+                    name="beta_dense",
+                )
+                self.beta_dense.build((None, cond_dim))
+            if self.scale:
+                self.gamma_dense = keras.layers.Dense(
+                    shape[0],
+                    use_bias=False,
+                    kernel_initializer="zeros",
+                    dtype=self.dtype_policy,
+                    name="gamma_dense",
+                )
+                self.gamma_dense.build((None, cond_dim))
+
+    def call(self, inputs):
+        if self.conditional:
+            inputs, cond = inputs
+            if self.hidden_units is not None:
+                cond = self.hidden_dense(cond)
+            # cond is (batch, dim) or (batch, seq, dim): broadcast over the sequence.
+            for _ in range(len(inputs.shape) - len(cond.shape)):
+                cond = ops.expand_dims(cond, 1)
+        out_dtype = inputs.dtype
+        x = ops.cast(inputs, "float32")
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        variance = ops.mean(ops.square(x - mean), axis=-1, keepdims=True)
+        x = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            gamma = ops.cast(self.gamma, "float32")
+            if self.conditional:
+                gamma = gamma + ops.cast(self.gamma_dense(cond), "float32")
+            x = x * gamma
+        if self.center:
+            beta = ops.cast(self.beta, "float32")
+            if self.conditional:
+                beta = beta + ops.cast(self.beta_dense(cond), "float32")
+            x = x + beta
+        return ops.cast(x, out_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0] if self.conditional else input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "center": self.center,
+                "scale": self.scale,
+                "epsilon": self.epsilon,
+                "conditional": self.conditional,
+                "hidden_units": self.hidden_units,
+                "hidden_activation": activation_name(self.hidden_activation),
+                "hidden_initializer": keras.initializers.serialize(self.hidden_initializer),
+            }
+        )
+        return config

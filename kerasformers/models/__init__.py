@@ -1,0 +1,110 @@
+"""Model builders and `build_transformer_model` (bert4keras' `bert4keras.models`)."""
+
+import inspect
+
+from kerasformers.models.bert import BERT, RoBERTa
+from kerasformers.models.transformer import (
+    Transformer,
+    WeightLoadingError,
+    load_config,
+    translate_config,
+)
+
+# model= name -> builder class. Later families register here.
+MODELS = {
+    "bert": BERT,
+    "roberta": RoBERTa,
+}
+
+APPLICATIONS = ("encoder",)
+
+# Arguments of `build` and of this function rather than of the builder classes.
+_SPECIAL_KWARGS = ("ignore_invalid_weights",)
+
+
+def _accepted_arguments(cls):
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters
+            names.update(
+                n
+                for n, p in params.items()
+                if n != "self"
+                and p.kind == p.KEYWORD_ONLY
+                or n != "self"
+                and p.kind == p.POSITIONAL_OR_KEYWORD
+            )
+    return names
+
+
+def build_transformer_model(
+    config_path=None,
+    checkpoint_path=None,
+    model="bert",
+    application="encoder",
+    return_keras_model=True,
+    **kwargs,
+):
+    """Builds a Transformer from a config and optionally loads a checkpoint.
+
+    Args:
+        config_path: Google `bert_config.json`, HF `config.json`, or a dict.
+        checkpoint_path: Google TF checkpoint prefix, *.safetensors,
+            pytorch_model.bin, a Keras *.weights.h5, or a directory holding one.
+        model: family name or a `Transformer` subclass; one of `MODELS`.
+        application: "encoder" (the LM and UniLM applications are not built yet).
+        return_keras_model: return the keras.Model (default) or the builder.
+        **kwargs: builder arguments overriding the config (with_pool, with_mlm,
+            keep_tokens, segment_vocab_size, dropout_rate, ...).
+
+    Returns:
+        A functional keras.Model, or the builder when return_keras_model=False.
+
+    Example:
+        >>> model = build_transformer_model("bert_config.json", "bert_model.ckpt",
+        ...                                 with_mlm=True)
+    """
+    if isinstance(model, str):
+        key = model.lower()
+        if key not in MODELS:
+            raise ValueError(f"unknown model {model!r}; available: {sorted(MODELS)}")
+        cls = MODELS[key]
+    elif isinstance(model, type) and issubclass(model, Transformer):
+        cls = model
+    else:
+        raise TypeError(f"model must be a name or a Transformer subclass, got {model!r}")
+    if application not in APPLICATIONS:
+        raise ValueError(
+            f"application {application!r} is not available; supported: {list(APPLICATIONS)}"
+        )
+
+    accepted = _accepted_arguments(cls)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(
+            f"build_transformer_model got unknown argument(s) {unknown} for model "
+            f"{cls.__name__}; accepted: {sorted(accepted)}"
+        )
+    # Keys of the config file the builder does not take (pooler_* of the Chinese
+    # release, HF's architectures, ...) are ignored, as bert4keras did.
+    configs = {k: v for k, v in translate_config(load_config(config_path)).items() if k in accepted}
+    configs.update(kwargs)
+    try:
+        transformer = cls(**configs)
+    except TypeError as err:
+        raise TypeError(f"cannot build {cls.__name__} from this config: {err}") from err
+    transformer.build()
+    if checkpoint_path is not None:
+        transformer.load_weights_from_checkpoint(checkpoint_path)
+    return transformer.model if return_keras_model else transformer
+
+
+__all__ = [
+    "BERT",
+    "MODELS",
+    "RoBERTa",
+    "Transformer",
+    "WeightLoadingError",
+    "build_transformer_model",
+]

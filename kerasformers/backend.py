@@ -4,8 +4,6 @@ This is the only module of the library allowed to branch on
 `keras.backend.backend()`; everything here is otherwise plain `keras.ops`.
 """
 
-import math
-
 import keras
 from keras import ops
 
@@ -18,16 +16,13 @@ def gelu_erf(x):
 
     Reference: https://arxiv.org/abs/1606.08415
     """
-    x = ops.convert_to_tensor(x)
-    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
+    return ops.gelu(x, approximate=False)
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
 def gelu_tanh(x):
     """GELU with the tanh approximation (GPT-2's `gelu_new`)."""
-    x = ops.convert_to_tensor(x)
-    cdf = 0.5 * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.power(x, 3))))
-    return x * cdf
+    return ops.gelu(x, approximate=True)
 
 
 def set_gelu(version):

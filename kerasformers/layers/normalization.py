@@ -13,7 +13,7 @@ class LayerNormalization(keras.layers.Layer):
     With `conditional=True` the layer is called on `[x, cond]` and gamma/beta are
     shifted by dense projections of `cond` (initialised to zero, so a pretrained
     model starts unchanged): the "Conditional Layer Normalization" of bert4keras.
-    Statistics are computed in float32 whatever the dtype policy.
+    Statistics are computed in at least float32 whatever the dtype policy.
 
     Args:
         center: learn the bias beta.
@@ -93,22 +93,17 @@ class LayerNormalization(keras.layers.Layer):
             # cond is (batch, dim) or (batch, seq, dim): broadcast over the sequence.
             for _ in range(len(inputs.shape) - len(cond.shape)):
                 cond = ops.expand_dims(cond, 1)
-        out_dtype = inputs.dtype
-        x = ops.cast(inputs, "float32")
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        variance = ops.mean(ops.square(x - mean), axis=-1, keepdims=True)
-        x = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        if not self.conditional:
+            # The fused kernel (torch's F.layer_norm) computes in float32 internally.
+            gamma = self.gamma if self.scale else None
+            beta = self.beta if self.center else None
+            return ops.layer_normalization(inputs, gamma, beta, epsilon=self.epsilon)
+        x = ops.layer_normalization(inputs, epsilon=self.epsilon)
         if self.scale:
-            gamma = ops.cast(self.gamma, "float32")
-            if self.conditional:
-                gamma = gamma + ops.cast(self.gamma_dense(cond), "float32")
-            x = x * gamma
+            x = x * ops.cast(self.gamma + self.gamma_dense(cond), x.dtype)
         if self.center:
-            beta = ops.cast(self.beta, "float32")
-            if self.conditional:
-                beta = beta + ops.cast(self.beta_dense(cond), "float32")
-            x = x + beta
-        return ops.cast(x, out_dtype)
+            x = x + ops.cast(self.beta + self.beta_dense(cond), x.dtype)
+        return x
 
     def compute_output_shape(self, input_shape):
         return input_shape[0] if self.conditional else input_shape

@@ -16,7 +16,6 @@ import numpy as np
 from keras import ops
 
 from kerasformers import checkpoints
-from kerasformers.backend import get_activation
 
 # Foreign config keys -> our (bert4keras) argument names. The one place they are
 # translated (STYLE.md rule 6); a key already given in our spelling wins.
@@ -157,7 +156,7 @@ class Transformer:
             outputs = self.apply_main_layers(outputs, index)
         outputs = self.apply_final_layers(outputs)
         self.set_outputs(outputs)
-        self.model = keras.Model(self.inputs, self.outputs, name=self.name)
+        self.model = keras.Model(self.inputs, self.output, name=self.name)
         self.built = True
         return self.model
 

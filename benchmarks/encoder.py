@@ -1,0 +1,203 @@
+"""Encoder forward throughput: kerasformers vs HF transformers vs keras-hub, one run.
+
+BERT-base size (12 layers, hidden 768, 12 heads, intermediate 3072, vocab 21128),
+random weights, batch 8 x 128 tokens, 2 threads. Each configuration runs in its own
+process (one Keras backend per process); the table reports sequences/s and the ratio
+to HF transformers on torch in the same dtype.
+
+    python benchmarks/encoder.py                 # everything available
+    python benchmarks/encoder.py --repeats 10 --only ours-jax hf
+
+keras-hub is optional (`pip install --no-deps keras-hub absl-py regex rich packaging`);
+its rows are skipped when it is not installed.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+THREADS = "2"
+CONFIG = dict(
+    vocab_size=21128,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    hidden_act="gelu",
+    max_position_embeddings=512,
+    type_vocab_size=2,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+BATCH, SEQ = 8, 128
+
+
+def _inputs():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, CONFIG["vocab_size"], (BATCH, SEQ)).astype("int32")
+    return ids, np.zeros_like(ids)
+
+
+def _time(fn, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _sync(out):
+    """Forces the computation to finish (jax dispatches asynchronously)."""
+    import keras
+
+    for leaf in keras.tree.flatten(out):
+        if hasattr(leaf, "block_until_ready"):
+            leaf.block_until_ready()
+    return out
+
+
+def worker_ours(dtype, warmup, repeats):
+    import keras
+
+    from kerasformers.models import build_transformer_model
+
+    keras.config.set_dtype_policy(dtype)
+    model = build_transformer_model(CONFIG)
+    ids, segments = _inputs()
+    seconds = _time(lambda: _sync(model.predict_on_batch([ids, segments])), warmup, repeats)
+    return BATCH / seconds
+
+
+def worker_kerashub(dtype, warmup, repeats):
+    import keras
+    import keras_hub
+
+    keras.config.set_dtype_policy(dtype)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=CONFIG["vocab_size"],
+        num_layers=CONFIG["num_hidden_layers"],
+        num_heads=CONFIG["num_attention_heads"],
+        hidden_dim=CONFIG["hidden_size"],
+        intermediate_dim=CONFIG["intermediate_size"],
+        dropout=0.0,
+        max_sequence_length=CONFIG["max_position_embeddings"],
+        dtype=dtype,
+    )
+    ids, segments = _inputs()
+    inputs = {"token_ids": ids, "segment_ids": segments, "padding_mask": (ids != 0)}
+    seconds = _time(lambda: _sync(backbone.predict_on_batch(inputs)), warmup, repeats)
+    return BATCH / seconds
+
+
+def worker_hf(dtype, warmup, repeats):
+    import torch
+    import transformers
+
+    torch.set_num_threads(int(THREADS))
+    config = transformers.BertConfig(**CONFIG)
+    model = transformers.BertModel(config).eval()
+    if dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    ids, segments = (torch.as_tensor(a, dtype=torch.long) for a in _inputs())
+    mask = torch.ones_like(ids)
+
+    def run():
+        with torch.inference_mode():
+            return model(input_ids=ids, token_type_ids=segments, attention_mask=mask)
+
+    return BATCH / _time(run, warmup, repeats)
+
+
+WORKERS = {"ours": worker_ours, "kerashub": worker_kerashub, "hf": worker_hf}
+
+
+def run_worker(kind, backend, dtype, warmup, repeats):
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        OMP_NUM_THREADS=THREADS,
+        MKL_NUM_THREADS=THREADS,
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--dtype",
+        dtype,
+        "--warmup",
+        str(warmup),
+        "--repeats",
+        str(repeats),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": " | ".join(tail)}
+    return json.loads(lines[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", choices=sorted(WORKERS))
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--only", nargs="*", help="rows to run: ours-jax ours-torch hf kerashub-jax kerashub-torch"
+    )
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    if args.worker:
+        seq_per_s = WORKERS[args.worker](args.dtype, args.warmup, args.repeats)
+        print(json.dumps({"seq_per_s": seq_per_s}))
+        return
+
+    rows = [
+        ("hf", "torch"),
+        ("ours", "jax"),
+        ("ours", "torch"),
+        ("kerashub", "jax"),
+        ("kerashub", "torch"),
+    ]
+    if args.only:
+        rows = [r for r in rows if f"{r[0]}-{r[1]}" in args.only or r[0] in args.only]
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        for kind, backend in rows:
+            label = f"{kind}-{backend}" if kind != "hf" else "hf-torch"
+            res = run_worker(kind, backend, dtype, args.warmup, args.repeats)
+            results[(label, dtype)] = res
+            print(f"  {label:15s} {dtype:9s} {res}", file=sys.stderr, flush=True)
+
+    print(
+        f"\nBERT-base forward, batch {BATCH} x {SEQ}, {THREADS} threads "
+        f"(seq/s; ratio = ours / HF transformers same dtype)"
+    )
+    print(f"{'implementation':16s} {'dtype':9s} {'seq/s':>8s} {'vs HF':>7s}")
+    for (label, dtype), res in results.items():
+        hf = results.get(("hf-torch", dtype), {}).get("seq_per_s")
+        if "error" in res:
+            print(f"{label:16s} {dtype:9s} {'n/a':>8s}  ({res['error'][:80]})")
+            continue
+        ratio = f"{res['seq_per_s'] / hf:6.2f}x" if hf else "   n/a"
+        print(f"{label:16s} {dtype:9s} {res['seq_per_s']:8.2f} {ratio:>7s}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({f"{k[0]}/{k[1]}": v for k, v in results.items()}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Finding out which format a checkpoint path is in, and the format-independent entry points."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from .base import CheckpointError, CheckpointReader
+
+__all__ = ["detect_format", "open_checkpoint", "save_checkpoint", "FORMATS"]
+
+FORMATS = ("tf", "safetensors", "torch", "keras")
+_ALLOWED = (
+    "a TensorFlow checkpoint (its prefix, .index or .data-NNNNN-of-NNNNN file), "
+    "*.safetensors (or model.safetensors.index.json), a PyTorch *.bin / *.pt / *.pth file "
+    "(or pytorch_model.bin.index.json), or Keras *.weights.h5"
+)
+_DATA_FILE = re.compile(r"^(.*)\.data-\d{5}-of-\d{5}$")
+_STATE_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$', re.MULTILINE)
+
+
+def _detect_file(path: str) -> tuple[str, str]:
+    name = os.path.basename(path)
+    if name.endswith(".index"):
+        return "tf", path[: -len(".index")]
+    match = _DATA_FILE.match(path)
+    if match:
+        if not os.path.isfile(match.group(1) + ".index"):
+            raise CheckpointError(
+                f"{path} is a TensorFlow data file but {match.group(1)}.index is missing"
+            )
+        return "tf", match.group(1)
+    if name.endswith((".safetensors", ".safetensors.index.json")):
+        return "safetensors", path
+    if name.endswith((".bin", ".pt", ".pth", ".bin.index.json")):
+        return "torch", path
+    if name.endswith(".weights.h5"):
+        return "keras", path
+    if name.endswith((".h5", ".hdf5", ".keras")):
+        raise CheckpointError(
+            f"unsupported checkpoint file {path}: Keras 3 weight files end in .weights.h5 "
+            f"(a whole saved model is not a checkpoint); expected {_ALLOWED}"
+        )
+    raise CheckpointError(f"unrecognised checkpoint file {path}: expected {_ALLOWED}")
+
+
+def _tf_from_state_file(directory: str) -> str | None:
+    state = os.path.join(directory, "checkpoint")
+    if not os.path.isfile(state):
+        return None
+    try:
+        with open(state, encoding="utf-8", errors="replace") as f:
+            match = _STATE_LINE.search(f.read(1 << 20))
+    except OSError:
+        return None
+    if not match:
+        return None
+    recorded = re.sub(r"\\(.)", r"\1", match.group(1))
+    # The recorded path may be relative, or absolute from the machine that wrote it.
+    for prefix in (
+        os.path.join(directory, recorded),
+        os.path.join(directory, os.path.basename(recorded)),
+    ):
+        if os.path.isfile(prefix + ".index"):
+            return prefix
+    return None
+
+
+def _one(directory: str, kind: str, candidates: list[str]) -> str | None:
+    if len(candidates) > 1:
+        listed = ", ".join(os.path.basename(c) for c in candidates[:6])
+        raise CheckpointError(
+            f"directory {directory} holds several {kind} checkpoints ({listed}); "
+            "pass the one to load explicitly"
+        )
+    return candidates[0] if candidates else None
+
+
+def _detect_directory(directory: str) -> tuple[str, str]:
+    def files(pattern: str) -> list[str]:
+        return sorted(
+            p for p in glob.glob(os.path.join(glob.escape(directory), pattern)) if os.path.isfile(p)
+        )
+
+    prefix = _tf_from_state_file(directory)
+    if prefix is None:
+        prefix = _one(directory, "TensorFlow", [p[: -len(".index")] for p in files("*.index")])
+    if prefix is not None:
+        return "tf", prefix
+    for kind, fmt, exact, pattern in (
+        ("safetensors", "safetensors", ("model.safetensors.index.json", "model.safetensors"), None),
+        ("safetensors", "safetensors", (), "*.safetensors.index.json"),
+        ("safetensors", "safetensors", (), "*.safetensors"),
+        ("PyTorch", "torch", ("pytorch_model.bin.index.json", "pytorch_model.bin"), None),
+        ("PyTorch", "torch", (), "*.pt"),
+        ("PyTorch", "torch", (), "*.pth"),
+        ("Keras", "keras", (), "*.weights.h5"),
+    ):
+        for name in exact:
+            if os.path.isfile(os.path.join(directory, name)):
+                return fmt, os.path.join(directory, name)
+        found = _one(directory, kind, files(pattern)) if pattern else None
+        if found is not None:
+            return fmt, found
+    raise CheckpointError(
+        f"no checkpoint found in directory {directory}: looked for a TensorFlow checkpoint "
+        "(a `checkpoint` state file or *.index, e.g. model.ckpt.index), "
+        "model.safetensors.index.json / model.safetensors / *.safetensors, "
+        "pytorch_model.bin.index.json / pytorch_model.bin / *.pt / *.pth, and *.weights.h5"
+    )
+
+
+def detect_format(path: str | os.PathLike) -> tuple[str, str]:
+    """Works out the format of a checkpoint path and the exact path to open.
+
+    Args:
+        path: A TensorFlow prefix (``.../model.ckpt``) or its ``.index`` / ``.data-*`` file,
+            a ``*.safetensors`` file or ``*.safetensors.index.json``, a PyTorch ``*.bin`` /
+            ``*.pt`` / ``*.pth`` file or ``*.bin.index.json``, a Keras ``*.weights.h5`` file, or a
+            directory holding one of these (TensorFlow is preferred, then safetensors, then
+            PyTorch, then Keras).
+
+    Returns:
+        ``(fmt, resolved_path)`` with fmt in ``FORMATS``; for TensorFlow the path is the prefix.
+
+    Raises:
+        CheckpointError: the path does not exist, its format is unknown, or a directory holds
+            no (or an ambiguous) checkpoint.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _detect_directory(path)
+    if os.path.isfile(path + ".index"):
+        return "tf", path
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path} (no such file or directory)")
+    return _detect_file(path)
+
+
+def open_checkpoint(path: str | os.PathLike) -> CheckpointReader:
+    """Opens a checkpoint of any supported format for lazy reading.
+
+    Args:
+        path: Anything `detect_format` accepts.
+
+    Returns:
+        A `CheckpointReader` (use it as a context manager, or call `close()`).
+
+    Raises:
+        CheckpointError: unknown format, damaged file, or a Keras weights file (those are loaded
+            with ``model.load_weights`` instead).
+    """
+    fmt, resolved = detect_format(path)
+    if fmt == "tf":
+        from .tf_bundle import TFCheckpointReader
+
+        return TFCheckpointReader(resolved)
+    if fmt == "safetensors":
+        from .safetensors_format import SafetensorsReader
+
+        return SafetensorsReader(resolved)
+    if fmt == "torch":
+        from .torch_format import TorchReader
+
+        return TorchReader(resolved)
+    raise CheckpointError(
+        f"{resolved} is a Keras weights file: keras weights are loaded through the model "
+        f"(model.load_weights({resolved!r})), not read tensor by tensor"
+    )
+
+
+def save_checkpoint(tensors: dict, path: str | os.PathLike, format: str | None = None) -> str:
+    """Writes a dict of arrays as a checkpoint.
+
+    Args:
+        tensors: Mapping of tensor name to numpy array (or anything `np.asarray` accepts).
+        path: For ``"tf"`` the prefix (``out/model.ckpt`` gives ``.index`` and
+            ``.data-00000-of-00001`` next to a ``checkpoint`` state file); for
+            ``"safetensors"`` the file name.
+        format: ``"tf"`` or ``"safetensors"``. If None, ``"safetensors"`` when the path ends in
+            ``.safetensors``, otherwise ``"tf"``.
+
+    Returns:
+        The path written (for TensorFlow, the prefix).
+    """
+    path = os.fspath(path)
+    if format is None:
+        format = "safetensors" if path.endswith(".safetensors") else "tf"
+    if format == "tf":
+        if path.endswith((".safetensors", ".index", ".bin", ".h5")):
+            raise CheckpointError(
+                f"cannot save a TensorFlow checkpoint with prefix {path}: pass the prefix "
+                "(e.g. out/model.ckpt), not a file name of another format"
+            )
+        from .tf_bundle import write_tf_checkpoint
+
+        return write_tf_checkpoint(tensors, path)
+    if format == "safetensors":
+        from .safetensors_format import write_safetensors
+
+        return write_safetensors(tensors, path)
+    raise CheckpointError(
+        f"cannot save {path}: unknown format {format!r}; use 'tf' or 'safetensors'"
+    )

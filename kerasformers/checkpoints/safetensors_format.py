@@ -1,0 +1,251 @@
+"""Safetensors checkpoints: single files and Hugging Face sharded sets (``*.index.json``).
+
+A safetensors file is an 8-byte little-endian header length, a JSON header mapping each tensor
+name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the end of the
+header) plus an optional ``"__metadata__"`` dict of strings, then the raw little-endian bytes.
+
+Each file is validated by the `safetensors` package itself (`safe_open`) when it is opened.
+Tensor bytes are then read straight into a fresh numpy array at the offsets from the header:
+that is ~4x faster than `safe_open(...).get_tensor` with numpy (which copies twice), and it
+handles bfloat16 and float8 (through `ml_dtypes`), which not every safetensors release
+returns for numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+
+import ml_dtypes
+import numpy as np
+
+from .base import CheckpointError, CheckpointReader
+
+__all__ = ["SafetensorsReader", "write_safetensors"]
+
+_DTYPES = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+    "C64": np.dtype("<c8"),
+}
+_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
+
+
+def _parse_header(path: str) -> tuple[dict, dict, int, int]:
+    """Reads and validates a safetensors header; returns (header, metadata, data start, size)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(
+                    f"{path} is too short ({size} bytes) to be a safetensors file"
+                )
+            (length,) = struct.unpack("<Q", head)
+            if length > min(size - 8, _MAX_HEADER):
+                raise CheckpointError(
+                    f"{path} is not a valid safetensors file: header length {length} does not "
+                    f"fit in the file ({size} bytes)"
+                )
+            raw = f.read(length)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a valid safetensors file: bad header ({exc})"
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a valid safetensors file: header is not an object")
+    metadata = header.pop("__metadata__", None) or {}
+    return header, metadata, 8 + length, size
+
+
+def _validate_with_library(path: str) -> None:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="numpy"):
+            pass
+    except ImportError:  # pragma: no cover - safetensors is a hard dependency
+        return
+    except Exception as exc:  # SafetensorError derives from Exception only
+        raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from None
+
+
+class SafetensorsReader(CheckpointReader):
+    """Reads a ``.safetensors`` file, or a sharded set through its ``.index.json``, lazily.
+
+    Args:
+        path: A ``*.safetensors`` file or a ``*.safetensors.index.json`` with a ``weight_map``.
+    """
+
+    format = "safetensors"
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path)
+        self.metadata: dict = {}
+        self._files: dict[str, object] = {}
+        if self.path.endswith(".json"):
+            self._open_sharded()
+        else:
+            self._add_file(self.path, None)
+
+    def _open_sharded(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                index = json.load(f)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {self.path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path} is not valid JSON: {exc}") from None
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()
+        ):
+            raise CheckpointError(f"{self.path} has no valid 'weight_map' of tensor -> file")
+        self.metadata = index.get("metadata") or {}
+        directory = os.path.dirname(self.path)
+        wanted: dict[str, set] = {}
+        for name, shard in weight_map.items():
+            if os.path.isabs(shard) or ".." in shard.replace("\\", "/").split("/"):
+                raise CheckpointError(f"{self.path} points outside its directory: {shard!r}")
+            wanted.setdefault(shard, set()).add(name)
+        for shard, names in sorted(wanted.items()):
+            shard_path = os.path.join(directory, shard)
+            if not os.path.isfile(shard_path):
+                raise CheckpointError(f"{self.path} refers to {shard_path}, which is missing")
+            self._add_file(shard_path, names)
+
+    def _add_file(self, path: str, names: set | None) -> None:
+        header, metadata, start, size = _parse_header(path)
+        if names is None:
+            self.metadata = metadata
+        else:
+            missing = names - set(header)
+            if missing:
+                raise CheckpointError(
+                    f"{self.path} maps {sorted(missing)[:3]} to {path}, which does not hold them"
+                )
+        for name, info in header.items():
+            if names is not None and name not in names:
+                continue
+            self._add_entry(path, name, info, start, size)
+        # Our checks above give the precise messages; the library then checks the rest
+        # (overlapping or non-contiguous data ranges, for instance).
+        _validate_with_library(path)
+
+    def _add_entry(self, path: str, name: str, info, start: int, size: int) -> None:
+        def bad(why: str) -> CheckpointError:
+            return CheckpointError(f"{path} is not a valid safetensors file: tensor {name!r} {why}")
+
+        if not isinstance(info, dict):
+            raise bad("has no description")
+        dtype = _DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            self.skipped[name] = f"unsupported safetensors dtype {info.get('dtype')!r}"
+            return
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise bad(f"has an invalid shape {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(v) is int for v in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= size - start
+        ):
+            raise bad(f"has data offsets {offsets!r} outside the file")
+        nbytes = offsets[1] - offsets[0]
+        if nbytes != math.prod(shape) * dtype.itemsize:
+            raise bad(f"has {nbytes} bytes for shape {shape} of {dtype.name}")
+        self._entries[name] = (path, dtype, tuple(shape), start + offsets[0], nbytes)
+
+    def _shape(self, name):
+        return self._entries[name][2]
+
+    def _dtype(self, name):
+        return self._entries[name][1].newbyteorder("=")
+
+    def _get(self, name):
+        path, dtype, shape, offset, nbytes = self._entries[name]
+        buf = np.empty(nbytes, dtype=np.uint8)
+        if nbytes:
+            try:
+                f = self._files.get(path)
+                if f is None:
+                    f = self._files[path] = open(path, "rb", buffering=0)
+                f.seek(offset)
+                view, got = memoryview(buf), 0
+                while got < nbytes:
+                    n = f.readinto(view[got:])
+                    if not n:
+                        raise CheckpointError(f"{path} is truncated: tensor {name!r} is cut short")
+                    got += n
+            except OSError as exc:
+                raise CheckpointError(f"cannot read tensor {name!r} from {path}: {exc}") from None
+        array = buf.view(dtype).reshape(shape)
+        return array if array.dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+    def _close(self):
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+
+def write_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> str:
+    """Writes tensors to one safetensors file that Hugging Face transformers accepts.
+
+    Args:
+        tensors: Mapping of tensor name to array (anything `np.asarray` accepts).
+        path: The ``.safetensors`` file to write (missing directories are created).
+        metadata: Extra string metadata; ``{"format": "pt"}`` is always included.
+
+    Returns:
+        The path written.
+    """
+    from safetensors.numpy import save_file
+
+    path = os.fspath(path)
+    arrays = {}
+    for name, value in tensors.items():
+        if not isinstance(name, str) or not name or name == "__metadata__":
+            raise CheckpointError(f"cannot write {path}: invalid tensor name {name!r}")
+        array = np.asarray(value)
+        # Not np.ascontiguousarray: it turns 0-d arrays into 1-d ones.
+        array = array if array.flags.c_contiguous else array.copy(order="C")
+        if array.dtype.newbyteorder("=") not in [d.newbyteorder("=") for d in _DTYPES.values()]:
+            raise CheckpointError(
+                f"cannot write tensor {name!r} of dtype {array.dtype} to {path}: "
+                "safetensors holds only numeric tensors"
+            )
+        arrays[name] = array
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    meta["format"] = "pt"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    try:
+        save_file(arrays, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except Exception as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"cannot write {path}: {exc}") from exc
+    return path

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kerasformers.backend import infinity
+from kerasformers.backend import dense, infinity
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -99,9 +99,10 @@ class MultiHeadAttention(keras.layers.Layer):
         q, k, v = inputs[:3]
         batch = ops.shape(q)[0]
         # (batch, len, heads, size)
-        qw = ops.reshape(self.q_dense(q), (batch, -1, self.heads, self.key_size))
-        kw = ops.reshape(self.k_dense(k), (batch, -1, self.heads, self.key_size))
-        vw = ops.reshape(self.v_dense(v), (batch, -1, self.heads, self.head_size))
+        # Sub-layers run through `dense` (no __call__ overhead, fused on torch).
+        qw = ops.reshape(dense(self.q_dense, q), (batch, -1, self.heads, self.key_size))
+        kw = ops.reshape(dense(self.k_dense, k), (batch, -1, self.heads, self.key_size))
+        vw = ops.reshape(dense(self.v_dense, v), (batch, -1, self.heads, self.head_size))
         qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
 
         bias = self._combined_bias(qw, kw, attention_mask, attention_bias, position_inputs)
@@ -116,7 +117,7 @@ class MultiHeadAttention(keras.layers.Layer):
             probs = None
         # (batch, q_len, heads, head_size) -> (batch, q_len, heads * head_size)
         out = ops.reshape(out, (batch, -1, self.heads * self.head_size))
-        out = self.o_dense(out)
+        out = dense(self.o_dense, out)
         if self.return_attention_scores:
             return out, probs
         return out

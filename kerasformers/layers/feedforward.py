@@ -2,7 +2,7 @@
 
 import keras
 
-from kerasformers.backend import activation_name, get_activation
+from kerasformers.backend import activation_name, dense, get_activation
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -62,10 +62,11 @@ class FeedForward(keras.layers.Layer):
         self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
 
     def call(self, inputs):
-        x = self.input_denses[0](inputs)
-        for dense in self.input_denses[1:]:
-            x = x * dense(inputs)
-        return self.o_dense(x)
+        # `dense` skips the sub-layers' __call__ overhead and fuses the bias on torch.
+        x = dense(self.input_denses[0], inputs)
+        for layer in self.input_denses[1:]:
+            x = x * dense(layer, inputs)
+        return dense(self.o_dense, x)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kerasformers.backend import activation_name, get_activation
+from kerasformers.backend import activation_name, get_activation, layer_norm
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -97,8 +97,8 @@ class LayerNormalization(keras.layers.Layer):
             # The fused kernel (torch's F.layer_norm) computes in float32 internally.
             gamma = self.gamma if self.scale else None
             beta = self.beta if self.center else None
-            return ops.layer_normalization(inputs, gamma, beta, epsilon=self.epsilon)
-        x = ops.layer_normalization(inputs, epsilon=self.epsilon)
+            return layer_norm(inputs, gamma, beta, epsilon=self.epsilon)
+        x = layer_norm(inputs, epsilon=self.epsilon)
         if self.scale:
             x = x * ops.cast(self.gamma + self.gamma_dense(cond), x.dtype)
         if self.center:

@@ -33,3 +33,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+
+# Benchmarks (not tests): keras-hub is a comparison anchor only, installed without its deps.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps keras-hub absl-py regex rich packaging
+	$(PY) benchmarks/encoder.py
+	$(PY) benchmarks/loading.py
+	$(PY) benchmarks/tokenizer.py

@@ -222,6 +222,7 @@ def test_missing_unexpected_and_misshaped_tensors(google_ckpt, tmp_path):
 
     missing = dict(tensors)
     del missing["bert/encoder/layer_1/attention/self/key/bias"]
+    del missing["bert/encoder/layer_0/intermediate/dense/kernel"]
     path = save_checkpoint(missing, str(tmp_path / "missing" / "bert_model.ckpt"), format="tf")
     with pytest.raises(
         WeightLoadingError, match=r"missing tensor 'bert/encoder/layer_1/attention/self/key/bias'"
@@ -233,6 +234,11 @@ def test_missing_unexpected_and_misshaped_tensors(google_ckpt, tmp_path):
         keras.ops.convert_to_numpy(model.get_layer("Embedding-Segment").embeddings),
         tensors["bert/embeddings/token_type_embeddings"],
     )
+    # The skipped kernel gets the real (truncated normal, std 0.02) initialisation,
+    # not the zeros the model was built with while waiting for the checkpoint.
+    kernel = model.get_layer("Transformer-0-FeedForward").input_denses[0].kernel
+    kernel = keras.ops.convert_to_numpy(kernel)
+    assert 0.01 < kernel.std() < 0.03 and np.abs(kernel).max() <= 0.04 + 1e-6
 
     misshaped = dict(tensors)
     misshaped["bert/embeddings/token_type_embeddings"] = np.zeros((3, 12), "float32")

@@ -94,6 +94,8 @@ def build_transformer_model(
         transformer = cls(**configs)
     except TypeError as err:
         raise TypeError(f"cannot build {cls.__name__} from this config: {err}") from err
+    # With a checkpoint coming, skip the (overwritten) random initialisation.
+    transformer.defer_initialization = checkpoint_path is not None
     transformer.build()
     if checkpoint_path is not None:
         transformer.load_weights_from_checkpoint(checkpoint_path)

@@ -141,6 +141,7 @@ class Transformer:
         self.name = name
         self.layers = {}
         self.attention_bias = None
+        self.defer_initialization = False
         self.built = False
 
     # ------------------------------------------------------------------ building
@@ -182,7 +183,28 @@ class Transformer:
 
     @property
     def initializer(self):
+        """Initializer of kernels and embeddings (bert4keras': truncated normal).
+
+        While `defer_initialization` is set (the model is about to be filled from a
+        checkpoint) it is zeros: random initialisation of a BERT-base costs seconds
+        and a transient of several times the largest tensor, all overwritten.
+        Whatever the checkpoint does not fill gets the real initializer afterwards.
+        """
+        if self.defer_initialization:
+            return keras.initializers.Zeros()
         return keras.initializers.TruncatedNormal(stddev=self.initializer_range)
+
+    def _initialize_unloaded(self, assigned):
+        """Gives kernels/embeddings left out by a checkpoint their real initial values."""
+        if not self.defer_initialization:
+            return
+        self.defer_initialization = False
+        for layer in self.layers.values():
+            for variable in layer.weights:
+                if id(variable) not in assigned and variable.path.endswith(
+                    ("kernel", "embeddings")
+                ):
+                    variable.assign(self.initializer(variable.shape, variable.dtype))
 
     def get_inputs(self):
         raise NotImplementedError
@@ -285,6 +307,7 @@ class Transformer:
         fmt, path = checkpoints.detect_format(checkpoint)
         if fmt == "keras":
             self.model.load_weights(path)
+            self.defer_initialization = False
             return
         with checkpoints.open_checkpoint(path) as reader:
             names = reader.names()
@@ -300,7 +323,7 @@ class Transformer:
             else:
                 convention, resolved = self._choose_mapping(names)
             problems = []
-            used = set()
+            used, assigned = set(), set()
             for layer_name, entries in resolved.items():
                 layer_name = self.prefix + layer_name
                 if layer_name not in self.layers:
@@ -312,14 +335,12 @@ class Transformer:
                         f"layer {layer_name!r} has {len(weights)} weights but the "
                         f"{convention} mapping lists {len(entries)}: {[e[1] for e in entries]}"
                     )
-                values = []
                 for variable, (found, wanted, hook) in zip(weights, entries, strict=True):
                     if found is None:
                         problems.append(
                             f"missing tensor {wanted!r} for {variable.path} "
                             f"(expected shape {tuple(variable.shape)})"
                         )
-                        values.append(None)
                         continue
                     used.add(found)
                     value = reader.get(found)
@@ -330,14 +351,12 @@ class Transformer:
                             f"tensor {found!r} has shape {tuple(value.shape)} but "
                             f"{variable.path} expects {tuple(variable.shape)}"
                         )
-                        values.append(None)
                         continue
-                    values.append(value)
-                for variable, value in zip(weights, values, strict=True):
-                    if value is not None:
-                        variable.assign(
-                            value.astype(keras.backend.standardize_dtype(variable.dtype))
-                        )
+                    # Assigned one at a time so at most one tensor is in flight.
+                    dtype = keras.backend.standardize_dtype(variable.dtype)
+                    variable.assign(value.astype(dtype, copy=False))
+                    assigned.add(id(variable))
+                    del value
             for layer_name, layer in self.layers.items():
                 unprefixed = layer_name[len(self.prefix) :]
                 if layer.weights and unprefixed not in resolved:
@@ -346,6 +365,7 @@ class Transformer:
                         f"{[v.path for v in layer.weights]} were not loaded"
                     )
             problems.extend(self._unexpected(names, used, convention))
+            self._initialize_unloaded(assigned)
             if problems and not self.ignore_invalid_weights:
                 raise WeightLoadingError(
                     f"checkpoint {reader.path} does not fit the model "

@@ -129,7 +129,7 @@ def main():
     )
     classifier = keras.Model(classifier_body.inputs, probs)
     classifier.compile(
-        optimizer=keras.optimizers.AdamW(2e-5 * 2.5),
+        optimizer=keras.optimizers.AdamW(5e-5),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

@@ -134,3 +134,35 @@ def strip_and_lower(ch):
         return ch.lower()
     decomposed = unicodedata.normalize("NFD", ch)
     return "".join(c.lower() for c in decomposed if not is_nonspacing_mark(c))
+
+
+# Bounds the per-tokenizer word cache so a long stream of distinct words
+# cannot grow memory without limit.
+_WORD_CACHE_LIMIT = 200_000
+
+
+class CharTable(dict):
+    """A ``str.translate`` table that computes and caches entries on first use."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self._fn = fn
+
+    def __missing__(self, code):
+        value = self._fn(chr(code))
+        self[code] = value
+        return value
+
+
+class WordCache(dict):
+    """Word -> WordPiece tokens, computed on first use, bounded in size."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self._fn = fn
+
+    def __missing__(self, word):
+        value = self._fn(word)
+        if len(self) < _WORD_CACHE_LIMIT:
+            self[word] = value
+        return value

@@ -121,6 +121,8 @@ def test_config_translation_and_overrides(tmp_path):
         build_transformer_model(str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="Unknown activation 'gelu_fancy'"):
         build_transformer_model({**CONFIG, "hidden_act": "gelu_fancy"})
+    with pytest.raises(ValueError, match="position_embedding_type='relative_key'"):
+        build_transformer_model({**CONFIG, "position_embedding_type": "relative_key"})
     with pytest.raises(TypeError, match="cannot build BERT"):
         build_transformer_model({"vocab_size": 10})
 

@@ -35,6 +35,12 @@ def translate_config(config):
         if foreign in out:
             value = out.pop(foreign)
             out.setdefault(ours, value)
+    position_type = out.pop("position_embedding_type", "absolute")
+    if position_type != "absolute":
+        raise ValueError(
+            f"position_embedding_type={position_type!r} is not supported by BERT/RoBERTa "
+            "here (only 'absolute'); use a family with relative positions (e.g. nezha)"
+        )
     if out.get("model_type") == "roberta" and "max_position" in out:
         # HF RoBERTa reserves the first padding_idx + 1 = 2 rows of its table.
         out["max_position"] -= 2

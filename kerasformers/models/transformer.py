@@ -273,6 +273,13 @@ class Transformer:
             return name[len(self.hf_prefix) :]
         return name
 
+    def _resolve(self, mapping, find):
+        """{layer: [(name found in the checkpoint or None, wanted name, hook)]}."""
+        return {
+            layer: [(find(n), n, hook) for n, hook in map(self._split_entry, entries)]
+            for layer, entries in mapping.items()
+        }
+
     def _choose_mapping(self, names):
         """Picks the Google or HF mapping, whichever matches the checkpoint's names."""
         name_set = set(names)
@@ -280,14 +287,12 @@ class Transformer:
         for name in names:
             hf_lookup.setdefault(self._hf_key(name), name)
 
-        def resolve(mapping, find):
-            return {
-                layer: [(find(n), n, hook) for n, hook in map(self._split_entry, entries)]
-                for layer, entries in mapping.items()
-            }
-
-        google_resolved = resolve(self.variable_mapping(), lambda n: n if n in name_set else None)
-        hf_resolved = resolve(self.hf_variable_mapping(), lambda n: hf_lookup.get(self._hf_key(n)))
+        google_resolved = self._resolve(
+            self.variable_mapping(), lambda n: n if n in name_set else None
+        )
+        hf_resolved = self._resolve(
+            self.hf_variable_mapping(), lambda n: hf_lookup.get(self._hf_key(n))
+        )
 
         def hits(resolved):
             return sum(found is not None for v in resolved.values() for found, _, _ in v)
@@ -319,13 +324,7 @@ class Transformer:
             names = reader.names()
             if mapping is not None:
                 convention = "custom"
-                resolved = {
-                    layer: [
-                        (n if n in reader else None, n, hook)
-                        for n, hook in map(self._split_entry, entries)
-                    ]
-                    for layer, entries in mapping.items()
-                }
+                resolved = self._resolve(mapping, lambda n: n if n in reader else None)
             else:
                 convention, resolved = self._choose_mapping(names)
             problems = []

@@ -6,7 +6,7 @@ process (one Keras backend per process); the table reports sequences/s and the r
 to HF transformers on torch in the same dtype.
 
     python benchmarks/encoder.py                 # everything available
-    python benchmarks/encoder.py --repeats 10 --only ours-jax hf
+    python benchmarks/encoder.py --repeats 10 --only pair ours-jax
 
 keras-hub is optional (`pip install --no-deps keras-hub absl-py regex rich packaging`);
 its rows are skipped when it is not installed.
@@ -117,7 +117,44 @@ def worker_hf(dtype, warmup, repeats):
     return BATCH / _time(run, warmup, repeats)
 
 
-WORKERS = {"ours": worker_ours, "kerashub": worker_kerashub, "hf": worker_hf}
+def worker_pair(dtype, warmup, repeats):
+    """HF and ours on torch in one process, timed alternately (same machine state)."""
+    import keras
+    import torch
+    import transformers
+
+    from kerasformers.models import build_transformer_model
+
+    torch.set_num_threads(int(THREADS))
+    keras.config.set_dtype_policy(dtype)
+    ours = build_transformer_model(CONFIG)
+    hf = transformers.BertModel(transformers.BertConfig(**CONFIG)).eval()
+    if dtype == "bfloat16":
+        hf = hf.to(torch.bfloat16)
+    ids, segments = _inputs()
+    t_ids, t_segments = (torch.as_tensor(a, dtype=torch.long) for a in (ids, segments))
+    mask = torch.ones_like(t_ids)
+    times = {"hf": [], "ours": []}
+    for step in range(warmup + repeats):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            hf(input_ids=t_ids, token_type_ids=t_segments, attention_mask=mask)
+        hf_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ours.predict_on_batch([ids, segments])
+        ours_s = time.perf_counter() - start
+        if step >= warmup:
+            times["hf"].append(hf_s)
+            times["ours"].append(ours_s)
+    return {k: BATCH / sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+WORKERS = {
+    "ours": worker_ours,
+    "kerashub": worker_kerashub,
+    "hf": worker_hf,
+    "pair": worker_pair,
+}
 
 
 def run_worker(kind, backend, dtype, warmup, repeats):
@@ -161,34 +198,42 @@ def main():
     args = parser.parse_args()
 
     if args.worker:
-        seq_per_s = WORKERS[args.worker](args.dtype, args.warmup, args.repeats)
-        print(json.dumps({"seq_per_s": seq_per_s}))
+        result = WORKERS[args.worker](args.dtype, args.warmup, args.repeats)
+        print(json.dumps(result if isinstance(result, dict) else {"seq_per_s": result}))
         return
 
+    # One process per row; the "pair" row runs HF and ours-torch in one process,
+    # timed alternately, so that both see the same machine state (its rows are
+    # starred and compared with the HF figure of the same process).
     rows = [
         ("hf", "torch"),
         ("ours", "jax"),
         ("ours", "torch"),
         ("kerashub", "jax"),
         ("kerashub", "torch"),
+        ("pair", "torch"),
     ]
     if args.only:
         rows = [r for r in rows if f"{r[0]}-{r[1]}" in args.only or r[0] in args.only]
     results = {}
     for dtype in ("float32", "bfloat16"):
         for kind, backend in rows:
-            label = f"{kind}-{backend}" if kind != "hf" else "hf-torch"
             res = run_worker(kind, backend, dtype, args.warmup, args.repeats)
-            results[(label, dtype)] = res
-            print(f"  {label:15s} {dtype:9s} {res}", file=sys.stderr, flush=True)
+            print(f"  {kind}-{backend:9s} {dtype:9s} {res}", file=sys.stderr, flush=True)
+            if kind == "pair" and "error" not in res:
+                results[("hf-torch*", dtype)] = {"seq_per_s": res["hf"]}
+                results[("ours-torch*", dtype)] = {"seq_per_s": res["ours"]}
+            else:
+                results[(f"{kind}-{backend}", dtype)] = res
 
     print(
         f"\nBERT-base forward, batch {BATCH} x {SEQ}, {THREADS} threads "
-        f"(seq/s; ratio = ours / HF transformers same dtype)"
+        f"(seq/s; ratio = ours / HF transformers same dtype; * = same process, alternating)"
     )
     print(f"{'implementation':16s} {'dtype':9s} {'seq/s':>8s} {'vs HF':>7s}")
     for (label, dtype), res in results.items():
-        hf = results.get(("hf-torch", dtype), {}).get("seq_per_s")
+        anchor = "hf-torch*" if label.endswith("*") else "hf-torch"
+        hf = results.get((anchor, dtype), {}).get("seq_per_s")
         if "error" in res:
             print(f"{label:16s} {dtype:9s} {'n/a':>8s}  ({res['error'][:80]})")
             continue

@@ -166,3 +166,23 @@ def layer_norm(x, gamma=None, beta=None, epsilon=1e-12):
         return v if v.dtype == x.dtype else v.to(x.dtype)
 
     return F.layer_norm(x, (x.shape[-1],), _as(gamma), _as(beta), epsilon)
+
+
+def dot_product_attention(query, key, value, bias=None, scale=None):
+    """Softmax attention on (batch, len, heads, size) tensors; `bias` is additive.
+
+    On torch the (batch, heads, len, size) views go to SDPA as they are: Keras'
+    version makes q, k and v contiguous first, three extra copies per layer.
+    """
+    if keras.backend.backend() != "torch":
+        return ops.dot_product_attention(query, key, value, bias=bias, scale=scale)
+    import torch.nn.functional as F
+
+    out = F.scaled_dot_product_attention(
+        query.transpose(1, 2),
+        key.transpose(1, 2),
+        value.transpose(1, 2),
+        attn_mask=bias,
+        scale=scale,
+    )
+    return out.transpose(1, 2)  # (batch, q_len, heads, size)

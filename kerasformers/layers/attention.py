@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kerasformers.backend import dense, infinity
+from kerasformers.backend import dense, dot_product_attention, infinity
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -113,7 +113,7 @@ class MultiHeadAttention(keras.layers.Layer):
             # Fused kernel (XLA / torch SDPA); scale is given explicitly so
             # attention_scale=False means no scaling at all.
             scale = self.key_size**-0.5 if self.attention_scale else 1.0
-            out = ops.dot_product_attention(qw, kw, vw, bias=bias, scale=scale)
+            out = dot_product_attention(qw, kw, vw, bias=bias, scale=scale)
             probs = None
         # (batch, q_len, heads, head_size) -> (batch, q_len, heads * head_size)
         out = ops.reshape(out, (batch, -1, self.heads * self.head_size))

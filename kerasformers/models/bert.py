@@ -155,13 +155,7 @@ class BERT(Transformer):
             kernel_initializer=self.initializer,
             name=attention_name,
         )
-        x = self.apply(
-            x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention_name}-Dropout"
-        )
-        x = self.apply([inputs, x], keras.layers.Add, name=f"{attention_name}-Add")
-        x = self.apply(
-            x, LayerNormalization, epsilon=self.layer_norm_epsilon, name=f"{attention_name}-Norm"
-        )
+        x = self.apply_residual(inputs, x, attention_name)
 
         xi = x
         x = self.apply(
@@ -172,14 +166,15 @@ class BERT(Transformer):
             kernel_initializer=self.initializer,
             name=feed_forward_name,
         )
-        x = self.apply(
-            x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward_name}-Dropout"
+        return self.apply_residual(xi, x, feed_forward_name)
+
+    def apply_residual(self, inputs, branch, name):
+        """Post-LN block tail: dropout on the branch, residual add, LayerNorm."""
+        x = self.apply(branch, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
+        x = self.apply([inputs, x], keras.layers.Add, name=f"{name}-Add")
+        return self.apply(
+            x, LayerNormalization, epsilon=self.layer_norm_epsilon, name=f"{name}-Norm"
         )
-        x = self.apply([xi, x], keras.layers.Add, name=f"{feed_forward_name}-Add")
-        x = self.apply(
-            x, LayerNormalization, epsilon=self.layer_norm_epsilon, name=f"{feed_forward_name}-Norm"
-        )
-        return x
 
     def apply_final_layers(self, inputs):
         """Sequence output alone, or the requested heads (bert4keras' output rule)."""

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kerasformers-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-tf lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/encoder.py
 	$(PY) benchmarks/loading.py
 	$(PY) benchmarks/tokenizer.py
+
+# The smaller TensorFlow-backend suite (not part of `make test`: TensorFlow is a large
+# install). Layers, builder, dtype policies and snippets; parity tests need torch.
+VENV_TF ?= .venv-tf
+test-tf:
+	$(PYTHON) -m venv $(VENV_TF)
+	$(VENV_TF)/bin/python -m pip install --quiet -e ".[tensorflow]" pytest
+	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python -m pytest -q tests/test_layers.py \
+		tests/test_models.py tests/test_precision.py tests/test_snippets.py

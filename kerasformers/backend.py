@@ -186,3 +186,30 @@ def dot_product_attention(query, key, value, bias=None, scale=None):
         scale=scale,
     )
     return out.transpose(1, 2)  # (batch, q_len, heads, size)
+
+
+def check_ids_in_range(ids, limit, name):
+    """Raises a clear error for ids outside [0, limit) where values can be inspected.
+
+    Eager torch and TensorFlow would otherwise fail deep inside the gather
+    ("index out of range in self"); under jax.jit values are abstract and XLA
+    clamps out-of-range ids instead, so nothing can be checked there.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if torch.compiler.is_compiling() or ids.numel() == 0:
+            return
+        low, high = int(ids.min()), int(ids.max())
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly() or tf.size(ids) == 0:
+            return
+        low, high = int(tf.reduce_min(ids)), int(tf.reduce_max(ids))
+    else:
+        return
+    if low < 0 or high >= limit:
+        bad = high if high >= limit else low
+        raise ValueError(f"{name}: id {bad} is outside the vocabulary [0, {limit})")

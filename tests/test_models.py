@@ -143,6 +143,22 @@ def test_input_longer_than_max_position_is_a_clear_error(rng):
         model.predict([ids, seg], verbose=0)
 
 
+def test_out_of_vocabulary_id_is_a_clear_error(rng):
+    if keras.backend.backend() == "jax":
+        pytest.skip("under jax.jit ids are abstract; XLA clamps out-of-range gathers")
+    model = build_transformer_model(CONFIG)
+    ids, seg = _ids(rng)
+    ids[1, 2] = 40
+    with pytest.raises(
+        ValueError, match=r"Embedding-Token: id 40 is outside the vocabulary \[0, 40\)"
+    ):
+        model.predict([ids, seg], verbose=0)
+    seg[0, 0] = 2
+    ids[1, 2] = 3
+    with pytest.raises(ValueError, match=r"Embedding-Segment: id 2 is outside"):
+        model.predict([ids, seg], verbose=0)
+
+
 def test_google_round_trip_and_full_model_save(google_ckpt, rng, tmp_path):
     builder, prefix = google_ckpt
     ids, seg = _ids(rng)

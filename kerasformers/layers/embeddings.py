@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kerasformers.backend import check_ids_in_range
+
 
 @keras.saving.register_keras_serializable(package="kerasformers")
 class Embedding(keras.layers.Embedding):
@@ -25,6 +27,7 @@ class Embedding(keras.layers.Embedding):
     def call(self, inputs, mode="embedding"):
         self._check_mode(mode)
         if mode == "embedding":
+            check_ids_in_range(inputs, self.input_dim, self.name)
             return super().call(inputs)
         kernel = ops.cast(self.embeddings, self.compute_dtype)
         # (batch, seq, hidden) x (vocab, hidden)^T -> (batch, seq, vocab)

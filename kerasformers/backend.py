@@ -118,10 +118,11 @@ def sequence_masking(x, mask=None, value=0.0, axis=None):
 def dense(layer, x):
     """Applies a built `keras.layers.Dense` to `x` without its `__call__` overhead.
 
-    On torch this is one fused `F.linear` (matmul and bias in one kernel; the
-    separate bias add allocates a second output and costs ~10% of a BERT
-    forward on CPU). Elsewhere, and for LoRA / quantized Dense layers, it is the
-    layer's own `call`.
+    On torch: in inference (autograd off, CPU, float32/bfloat16) a oneDNN matmul
+    on a pre-packed copy of the kernel with bias and activation fused in
+    (`_packed_linear`); otherwise one fused `F.linear` (matmul and bias in one
+    kernel; the separate bias add costs ~10% of a BERT forward on CPU).
+    Elsewhere, and for LoRA / quantized Dense layers, the layer's own `call`.
     """
     if (
         keras.backend.backend() != "torch"
@@ -129,23 +130,88 @@ def dense(layer, x):
         or getattr(layer, "quantization_mode", None) is not None
     ):
         return layer.call(x)
+    import torch
     import torch.nn.functional as F
 
-    kernel = layer.kernel
-    bias = layer.bias if layer.use_bias else None
     dtype = x.dtype
-    # Under a mixed policy the variables are float32 while x is half: cast like
-    # Keras' autocasting would.
-    kernel = kernel.value if hasattr(kernel, "value") else kernel
+    kernel = layer.kernel.value  # the torch Parameter behind the Keras variable
+    bias = layer.bias.value if layer.use_bias else None
+    if bias is not None and bias.dtype != dtype:
+        bias = bias.to(dtype)
+    if _PACKED_LINEAR["enabled"] and not torch.is_grad_enabled():
+        out = _packed_linear(x, kernel, bias, layer.activation)
+        if out is not None:
+            return out
+    # Under a mixed policy the kernel is float32 while x is half: cast like
+    # Keras' autocasting would. Keras kernels are (in, out); F.linear wants
+    # (out, in): a transposed view.
     if kernel.dtype != dtype:
         kernel = kernel.to(dtype)
-    if bias is not None:
-        bias = bias.value if hasattr(bias, "value") else bias
-        if bias.dtype != dtype:
-            bias = bias.to(dtype)
-    # Keras kernels are (in, out); F.linear wants (out, in): a transposed view.
     out = F.linear(x, kernel.t(), bias)
     return layer.activation(out) if layer.activation is not None else out
+
+
+# Packed oneDNN weights for CPU inference on torch. On this project's CPU, oneDNN
+# on a pre-packed weight runs BERT-sized float32 matmuls ~2.4x faster than
+# F.linear (MKL), and bfloat16 ones ~15% faster, with bias + GELU/ReLU fused.
+# The cost: a packed copy of every dense kernel while it is in use (the cache
+# holds kernels weakly and repacks one when its torch version counter moves,
+# i.e. after an assign or an optimizer step).
+# KF_PACKED_LINEAR=0 (or set_packed_linear(False)) turns it off.
+_PACKED_LINEAR = {"enabled": __import__("os").environ.get("KF_PACKED_LINEAR", "1") != "0"}
+_PACKED_CACHE = None
+
+
+def set_packed_linear(enabled):
+    """Turns the packed-weight oneDNN inference path of torch on or off."""
+    _PACKED_LINEAR["enabled"] = bool(enabled)
+    if _PACKED_CACHE is not None:
+        _PACKED_CACHE.clear()
+
+
+def _packed_linear(x, kernel, bias, activation):
+    """oneDNN linear with a cached packed weight; None where it does not apply."""
+    global _PACKED_CACHE
+    import torch
+
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
+        return None
+    if x.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    if activation is gelu_erf:
+        attr, algorithm = "gelu", "none"
+    elif activation is gelu_tanh:
+        attr, algorithm = "gelu", "tanh"
+    elif activation is keras.activations.relu:
+        attr, algorithm = "relu", ""
+    else:
+        attr, algorithm = "none", ""
+    if _PACKED_CACHE is None:
+        _PACKED_CACHE = {}
+    try:
+        # Keyed by id with a weak reference: tensors compare elementwise, so they
+        # cannot be dict keys themselves (nor WeakKeyDictionary keys).
+        owner, entries = _PACKED_CACHE.get(id(kernel), (None, None))
+        if owner is None or owner() is not kernel:
+            import weakref
+
+            key = id(kernel)
+            owner = weakref.ref(kernel, lambda _, key=key: _PACKED_CACHE.pop(key, None))
+            entries = {}
+            _PACKED_CACHE[key] = (owner, entries)
+        version, packed = entries.get(x.dtype, (None, None))
+        if version != kernel._version:
+            weight = kernel.detach().to(x.dtype).t().contiguous()  # (out, in)
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+            entries[x.dtype] = (kernel._version, packed)
+        out = torch.ops.mkldnn._linear_pointwise(x, packed, bias, attr, [], algorithm)
+    except (RuntimeError, AttributeError, TypeError):
+        # A torch build without these oneDNN ops: fall back for good.
+        _PACKED_LINEAR["enabled"] = False
+        return None
+    if attr == "none" and activation is not None and activation is not keras.activations.linear:
+        out = activation(out)
+    return out
 
 
 def layer_norm(x, gamma=None, beta=None, epsilon=1e-12):

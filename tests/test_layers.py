@@ -251,3 +251,32 @@ def test_backend_helpers(rng):
         K.set_gelu("fast")
     with pytest.raises(ValueError, match="Unknown activation 'gelu_fancy'"):
         K.get_activation("gelu_fancy")
+
+
+def test_dense_fast_path_follows_weight_updates(rng):
+    """backend.dense (packed oneDNN weights on torch) sees assigns and optimizer steps."""
+    x_in = keras.Input((None, 6))
+    layer = FeedForward(10, activation="gelu")
+    model = keras.Model(x_in, layer(x_in))
+    x = rng.normal(size=(2, 3, 6)).astype("float32")
+
+    def reference():
+        out = x
+        for dense in (layer.input_denses[0], layer.o_dense):
+            kernel = keras.ops.convert_to_numpy(dense.kernel)
+            out = out @ kernel + keras.ops.convert_to_numpy(dense.bias)
+            if dense is layer.input_denses[0]:
+                out = np_gelu(out)
+        return out
+
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference(), atol=1e-5)
+    layer.o_dense.kernel.assign(rng.normal(size=(10, 6)))
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference(), atol=1e-5)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    model.fit(x, np.zeros_like(x), epochs=2, verbose=0)
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference(), atol=1e-5)
+    try:
+        K.set_packed_linear(False)
+        np.testing.assert_allclose(model.predict(x, verbose=0), reference(), atol=1e-5)
+    finally:
+        K.set_packed_linear(True)

@@ -4,6 +4,9 @@ This is the only module of the library allowed to branch on
 `keras.backend.backend()`; everything here is otherwise plain `keras.ops`.
 """
 
+import os
+import weakref
+
 import keras
 from keras import ops
 
@@ -80,7 +83,11 @@ def activation_name(fn):
 
 
 def infinity():
-    """A large value standing for infinity in additive masks (safe in float16/bfloat16)."""
+    """A large value standing for infinity in additive masks.
+
+    Finite in float32 and bfloat16; float16 overflows it to inf, so code building
+    float16 masks clips it (see MultiHeadAttention).
+    """
     return 1e12
 
 
@@ -147,8 +154,7 @@ def dense(layer, x):
     # (out, in): a transposed view.
     if kernel.dtype != dtype:
         kernel = kernel.to(dtype)
-    out = F.linear(x, kernel.t(), bias)
-    return layer.activation(out) if layer.activation is not None else out
+    return layer.activation(F.linear(x, kernel.t(), bias))
 
 
 # Packed oneDNN weights for CPU inference on torch. On this project's CPU, oneDNN
@@ -158,20 +164,21 @@ def dense(layer, x):
 # holds kernels weakly and repacks one when its torch version counter moves,
 # i.e. after an assign or an optimizer step).
 # KF_PACKED_LINEAR=0 (or set_packed_linear(False)) turns it off.
-_PACKED_LINEAR = {"enabled": __import__("os").environ.get("KF_PACKED_LINEAR", "1") != "0"}
-_PACKED_CACHE = None
+_PACKED_LINEAR = {"enabled": os.environ.get("KF_PACKED_LINEAR", "1") != "0"}
+# id(kernel) -> (weak reference to it, {dtype: (kernel version, packed weight)}).
+# Keyed by id: tensors compare elementwise, so they cannot be dict keys themselves
+# (nor WeakKeyDictionary keys); the weak reference drops the entry with the kernel.
+_PACKED_CACHE = {}
 
 
 def set_packed_linear(enabled):
     """Turns the packed-weight oneDNN inference path of torch on or off."""
     _PACKED_LINEAR["enabled"] = bool(enabled)
-    if _PACKED_CACHE is not None:
-        _PACKED_CACHE.clear()
+    _PACKED_CACHE.clear()
 
 
 def _packed_linear(x, kernel, bias, activation):
     """oneDNN linear with a cached packed weight; None where it does not apply."""
-    global _PACKED_CACHE
     import torch
 
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
@@ -186,15 +193,9 @@ def _packed_linear(x, kernel, bias, activation):
         attr, algorithm = "relu", ""
     else:
         attr, algorithm = "none", ""
-    if _PACKED_CACHE is None:
-        _PACKED_CACHE = {}
     try:
-        # Keyed by id with a weak reference: tensors compare elementwise, so they
-        # cannot be dict keys themselves (nor WeakKeyDictionary keys).
         owner, entries = _PACKED_CACHE.get(id(kernel), (None, None))
         if owner is None or owner() is not kernel:
-            import weakref
-
             key = id(kernel)
             owner = weakref.ref(kernel, lambda _, key=key: _PACKED_CACHE.pop(key, None))
             entries = {}
@@ -209,9 +210,7 @@ def _packed_linear(x, kernel, bias, activation):
         # A torch build without these oneDNN ops: fall back for good.
         _PACKED_LINEAR["enabled"] = False
         return None
-    if attr == "none" and activation is not None and activation is not keras.activations.linear:
-        out = activation(out)
-    return out
+    return activation(out) if attr == "none" else out
 
 
 def layer_norm(x, gamma=None, beta=None, epsilon=1e-12):

@@ -18,23 +18,15 @@ MODELS = {
 
 APPLICATIONS = ("encoder",)
 
-# Arguments of `build` and of this function rather than of the builder classes.
-_SPECIAL_KWARGS = ("ignore_invalid_weights",)
-
 
 def _accepted_arguments(cls):
+    """Named parameters of every __init__ along the builder's class hierarchy."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     names = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
-            params = inspect.signature(klass.__init__).parameters
-            names.update(
-                n
-                for n, p in params.items()
-                if n != "self"
-                and p.kind == p.KEYWORD_ONLY
-                or n != "self"
-                and p.kind == p.POSITIONAL_OR_KEYWORD
-            )
+            params = inspect.signature(klass.__init__).parameters.values()
+            names.update(p.name for p in params if p.kind in kinds and p.name != "self")
     return names
 
 

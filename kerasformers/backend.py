@@ -278,3 +278,34 @@ def check_ids_in_range(ids, limit, name):
     if low < 0 or high >= limit:
         bad = high if high >= limit else low
         raise ValueError(f"{name}: id {bad} is outside the vocabulary [0, {limit})")
+
+
+def apply_rotary_position_embeddings(sinusoidal, *tensors):
+    """Rotates pairs of features of each tensor by position-dependent angles (RoPE).
+
+    Args:
+        sinusoidal: interleaved [sin, cos, sin, cos, ...] table of shape
+            (..., seq_len, size), as `SinusoidalPositionEmbedding(merge_mode="zero")`
+            gives; it must broadcast against the tensors (insert a heads axis
+            before calling on (batch, seq_len, heads, size) tensors).
+        *tensors: tensors whose last axis has `size` features (even).
+
+    Returns:
+        The rotated tensors: feature pair (2i, 2i+1) turned by angle
+        position * 10000^(-2i/size). One tensor in -> one tensor out.
+
+    Reference:
+        https://arxiv.org/abs/2104.09864 (https://kexue.fm/archives/8265)
+    """
+    size = tensors[0].shape[-1]
+    if size is not None and size % 2:
+        raise ValueError(f"apply_rotary_position_embeddings: feature size must be even, got {size}")
+    # (..., seq_len, size/2) -> each angle repeated for both members of its pair
+    cos_pos = ops.repeat(sinusoidal[..., 1::2], 2, axis=-1)
+    sin_pos = ops.repeat(sinusoidal[..., ::2], 2, axis=-1)
+    outputs = []
+    for x in tensors:
+        # (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
+        rotated = ops.reshape(ops.stack([-x[..., 1::2], x[..., ::2]], axis=-1), ops.shape(x))
+        outputs.append(x * ops.cast(cos_pos, x.dtype) + rotated * ops.cast(sin_pos, x.dtype))
+    return outputs[0] if len(outputs) == 1 else outputs

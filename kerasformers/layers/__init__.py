@@ -2,7 +2,11 @@
 
 from kerasformers.layers.attention import MultiHeadAttention
 from kerasformers.layers.core import BiasAdd, TakePosition
-from kerasformers.layers.embeddings import Embedding, PositionEmbedding
+from kerasformers.layers.embeddings import (
+    Embedding,
+    PositionEmbedding,
+    SinusoidalPositionEmbedding,
+)
 from kerasformers.layers.feedforward import FeedForward
 from kerasformers.layers.normalization import LayerNormalization
 
@@ -13,5 +17,6 @@ __all__ = [
     "LayerNormalization",
     "MultiHeadAttention",
     "PositionEmbedding",
+    "SinusoidalPositionEmbedding",
     "TakePosition",
 ]

@@ -44,6 +44,31 @@ class Embedding(keras.layers.Embedding):
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
 
+_MERGE_MODES = ("add", "mul", "zero", "concat")
+
+
+def _merge(inputs, positions, merge_mode, output_dim):
+    """Combines (1|batch, seq, dim) position embeddings with the input."""
+    if merge_mode == "add":
+        return inputs + positions
+    if merge_mode == "mul":
+        return inputs * (positions + 1.0)
+    positions = ops.broadcast_to(positions, ops.shape(inputs)[:2] + (output_dim,))
+    if merge_mode == "zero":
+        return positions
+    return ops.concatenate([inputs, positions], axis=-1)
+
+
+def _merged_shape(input_shape, custom_position_ids, merge_mode, output_dim):
+    if custom_position_ids:
+        input_shape = input_shape[0]
+    if merge_mode == "concat":
+        return tuple(input_shape[:2]) + (input_shape[2] + output_dim,)
+    if merge_mode == "zero":
+        return tuple(input_shape[:2]) + (output_dim,)
+    return tuple(input_shape)
+
+
 @keras.saving.register_keras_serializable(package="kerasformers")
 class PositionEmbedding(keras.layers.Layer):
     """Trainable absolute position embedding (BERT's), merged into its input.
@@ -73,8 +98,8 @@ class PositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if merge_mode not in ("add", "mul", "zero", "concat"):
-            raise ValueError(f"merge_mode must be one of add/mul/zero/concat, got {merge_mode!r}")
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {_MERGE_MODES}, got {merge_mode!r}")
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.merge_mode = merge_mode
@@ -112,23 +137,12 @@ class PositionEmbedding(keras.layers.Layer):
         else:
             positions = ops.take(embeddings, position_ids, axis=0)  # (1|batch, seq, dim)
 
-        if self.merge_mode == "add":
-            return inputs + positions
-        if self.merge_mode == "mul":
-            return inputs * (positions + 1.0)
-        if self.merge_mode == "zero":
-            return ops.broadcast_to(positions, ops.shape(inputs)[:2] + (self.output_dim,))
-        positions = ops.broadcast_to(positions, ops.shape(inputs)[:2] + (self.output_dim,))
-        return ops.concatenate([inputs, positions], axis=-1)
+        return _merge(inputs, positions, self.merge_mode, self.output_dim)
 
     def compute_output_shape(self, input_shape):
-        if self.custom_position_ids:
-            input_shape = input_shape[0]
-        if self.merge_mode == "concat":
-            return tuple(input_shape[:2]) + (input_shape[2] + self.output_dim,)
-        if self.merge_mode == "zero":
-            return tuple(input_shape[:2]) + (self.output_dim,)
-        return tuple(input_shape)
+        return _merged_shape(
+            input_shape, self.custom_position_ids, self.merge_mode, self.output_dim
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -139,6 +153,73 @@ class PositionEmbedding(keras.layers.Layer):
                 "merge_mode": self.merge_mode,
                 "hierarchical": self.hierarchical,
                 "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+                "custom_position_ids": self.custom_position_ids,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class SinusoidalPositionEmbedding(keras.layers.Layer):
+    """Fixed sine/cosine position embedding, merged into its input.
+
+    Features are interleaved: [sin(p*w_0), cos(p*w_0), sin(p*w_1), cos(p*w_1), ...]
+    with w_i = 10000^(-2i/output_dim); with merge_mode="zero" the table is what
+    `backend.apply_rotary_position_embeddings` expects (RoFormer, GlobalPointer).
+
+    Args:
+        output_dim: embedding width (even).
+        merge_mode: "add", "mul", "zero" (return the table alone) or "concat".
+        custom_position_ids: if True, call with `[x, position_ids]`.
+
+    Example:
+        >>> pos = SinusoidalPositionEmbedding(64, merge_mode="zero")
+        >>> table = pos(keras.ops.zeros((2, 10, 8)))        # (2, 10, 64)
+
+    Reference:
+        https://arxiv.org/abs/1706.03762
+    """
+
+    def __init__(self, output_dim, merge_mode="add", custom_position_ids=False, **kwargs):
+        super().__init__(**kwargs)
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {_MERGE_MODES}, got {merge_mode!r}")
+        if output_dim % 2:
+            raise ValueError(
+                f"SinusoidalPositionEmbedding: output_dim must be even, got {output_dim}"
+            )
+        self.output_dim = output_dim
+        self.merge_mode = merge_mode
+        self.custom_position_ids = custom_position_ids
+
+    def call(self, inputs):
+        if self.custom_position_ids:
+            inputs, position_ids = inputs
+            position_ids = ops.cast(position_ids, "float32")
+        else:
+            position_ids = ops.arange(ops.shape(inputs)[1], dtype="float32")[None]
+        # (1|batch, seq) x (dim/2,) -> (1|batch, seq, dim/2)
+        freqs = ops.power(
+            10000.0, -2.0 * ops.arange(self.output_dim // 2, dtype="float32") / self.output_dim
+        )
+        angles = ops.einsum("bn,d->bnd", position_ids, freqs)
+        # (1|batch, seq, dim/2, 2) -> (1|batch, seq, dim), interleaved sin/cos
+        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
+        table = ops.reshape(table, ops.shape(angles)[:2] + (self.output_dim,))
+        table = ops.cast(table, self.compute_dtype)
+        return _merge(inputs, table, self.merge_mode, self.output_dim)
+
+    def compute_output_shape(self, input_shape):
+        return _merged_shape(
+            input_shape, self.custom_position_ids, self.merge_mode, self.output_dim
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "output_dim": self.output_dim,
+                "merge_mode": self.merge_mode,
                 "custom_position_ids": self.custom_position_ids,
             }
         )

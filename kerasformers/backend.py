@@ -4,6 +4,9 @@ This is the only module of the library allowed to branch on
 `keras.backend.backend()`; everything here is otherwise plain `keras.ops`.
 """
 
+import contextlib
+import functools
+import inspect
 import os
 import weakref
 
@@ -305,7 +308,466 @@ def apply_rotary_position_embeddings(sinusoidal, *tensors):
     sin_pos = ops.repeat(sinusoidal[..., ::2], 2, axis=-1)
     outputs = []
     for x in tensors:
+        x = ops.convert_to_tensor(x)
         # (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
         rotated = ops.reshape(ops.stack([-x[..., 1::2], x[..., ::2]], axis=-1), ops.shape(x))
         outputs.append(x * ops.cast(cos_pos, x.dtype) + rotated * ops.cast(sin_pos, x.dtype))
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+# ---------------------------------------------------------------------- losses
+def _loss_dtype(y_pred):
+    """Half-precision logits are scored in float32 (1e12 overflows float16)."""
+    dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def multilabel_categorical_crossentropy(y_true, y_pred):
+    """Multi-label cross-entropy: softmax CE generalised to several target classes.
+
+    Per sample, `log(1 + sum_neg exp(s_j)) + log(1 + sum_pos exp(-s_i))`: every
+    target score is pushed above 0 and every non-target score below 0, so at
+    prediction time the classes with `y_pred > 0` are the predicted labels.
+
+    Args:
+        y_true: (..., num_classes) multi-hot 0/1 targets.
+        y_pred: (..., num_classes) raw scores (no sigmoid or softmax).
+
+    Returns:
+        (...) per-sample losses (float32 for half-precision scores).
+
+    Example:
+        >>> loss = multilabel_categorical_crossentropy([[0, 1, 1]], [[-2.0, 3.0, 0.5]])
+
+    Reference:
+        https://kexue.fm/archives/7359
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_pred = ops.cast(y_pred, _loss_dtype(y_pred))
+    y_true = ops.cast(y_true, y_pred.dtype)
+    if y_true.shape != y_pred.shape and None not in y_true.shape + y_pred.shape:
+        raise ValueError(
+            "multilabel_categorical_crossentropy: y_true and y_pred must have the same "
+            f"shape, got {tuple(y_true.shape)} and {tuple(y_pred.shape)}"
+        )
+    # Targets flip sign, so both terms read "log(1 + sum exp(score))"; each term
+    # hides the other group's classes with -infinity.
+    y_pred = (1.0 - 2.0 * y_true) * y_pred
+    y_neg = y_pred - y_true * infinity()
+    y_pos = y_pred - (1.0 - y_true) * infinity()
+    zeros = ops.zeros_like(y_pred[..., :1])  # the "1 +" inside each log
+    neg_loss = ops.logsumexp(ops.concatenate([y_neg, zeros], axis=-1), axis=-1)
+    pos_loss = ops.logsumexp(ops.concatenate([y_pos, zeros], axis=-1), axis=-1)
+    return neg_loss + pos_loss
+
+
+def sparse_multilabel_categorical_crossentropy(y_true, y_pred, mask_zero=False):
+    """`multilabel_categorical_crossentropy` with targets given as class indices.
+
+    For many classes and few targets (e.g. GlobalPointer's (head, tail) pairs)
+    the multi-hot target matrix is huge; here each sample lists its target
+    indices. The negative term is computed as
+    `log(sum_all exp(s) - sum_pos exp(s))`, clipped at `keras.config.epsilon()`.
+
+    Args:
+        y_true: (..., num_targets) integer indices of the target classes; every
+            sample lists the same number of indices.
+        y_pred: (..., num_classes) raw scores.
+        mask_zero: if True, class 0 is padding: index 0 in `y_true` is not a
+            target and class 0 takes no part in the loss, so rows with fewer
+            targets can be padded with 0.
+
+    Returns:
+        (...) per-sample losses.
+
+    Reference:
+        https://kexue.fm/archives/7359, https://kexue.fm/archives/8888
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_pred = ops.cast(y_pred, _loss_dtype(y_pred))
+    y_true = ops.cast(y_true, "int32")
+    if len(y_true.shape) != len(y_pred.shape):
+        raise ValueError(
+            "sparse_multilabel_categorical_crossentropy: y_true (..., num_targets) and "
+            "y_pred (..., num_classes) must have the same rank, got shapes "
+            f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}"
+        )
+    zeros = ops.zeros_like(y_pred[..., :1])
+    # (..., num_classes + 1): the extra score 0 is the "1 +" of both logs.
+    y_pred = ops.concatenate([y_pred, zeros], axis=-1)
+    if mask_zero:
+        infs = zeros + infinity()
+        y_pred = ops.concatenate([infs, y_pred[..., 1:]], axis=-1)
+    # (..., num_targets): a padded 0 scores +inf here, i.e. exp(-inf) = 0 below.
+    y_pos_2 = ops.take_along_axis(y_pred, y_true, axis=-1)
+    y_pos_1 = ops.concatenate([y_pos_2, zeros], axis=-1)
+    if mask_zero:
+        # Class 0 scores -inf: out of the total, and a padded 0 adds exp(-inf) = 0.
+        y_pred = ops.concatenate([-infs, y_pred[..., 1:]], axis=-1)
+        y_pos_2 = ops.take_along_axis(y_pred, y_true, axis=-1)
+    pos_loss = ops.logsumexp(-y_pos_1, axis=-1)
+    all_loss = ops.logsumexp(y_pred, axis=-1)
+    # log(sum_all - sum_pos) = log(sum_all) + log(1 - sum_pos / sum_all)
+    aux_loss = ops.logsumexp(y_pos_2, axis=-1) - all_loss
+    aux_loss = ops.clip(1.0 - ops.exp(aux_loss), keras.config.epsilon(), 1.0)
+    neg_loss = all_loss + ops.log(aux_loss)
+    return pos_loss + neg_loss
+
+
+def piecewise_linear(t, schedule, from_zero=True):
+    """Piecewise-linear function of `t` through the points of `schedule`.
+
+    `schedule={1000: 1.0, 2000: 0.1}` rises linearly from 0 at t=0 to 1 at
+    t=1000, falls to 0.1 at t=2000 and stays at 0.1 after (bert4keras' learning
+    rate warm-up/decay schedule). Before the first key the value is the first
+    key's value.
+
+    Args:
+        t: step (scalar or tensor, cast to floatx).
+        schedule: {step: value}, at least one entry.
+        from_zero: prepend the point (0, 0.0) when the first key is not 0.
+
+    Returns:
+        A floatx tensor shaped like `t`.
+    """
+    if not isinstance(schedule, dict) or not schedule:
+        raise ValueError(
+            f"piecewise_linear: schedule must be a non-empty {{step: value}} dict, got {schedule!r}"
+        )
+    points = sorted((float(k), float(v)) for k, v in schedule.items())
+    if from_zero and points[0][0] != 0:
+        points = [(0.0, 0.0)] + points
+    t = ops.cast(t, keras.config.floatx())
+    x = ops.full_like(t, points[0][1])
+    for i, (t_begin, x_begin) in enumerate(points):
+        if i + 1 < len(points):
+            t_end, x_end = points[i + 1]
+            segment = x_begin + (x_end - x_begin) / (t_end - t_begin) * (t - t_begin)
+        else:
+            segment = ops.full_like(t, x_begin)
+        x = ops.where(t >= t_begin, segment, x)
+    return x
+
+
+# ------------------------------------------------------ gradient checkpointing
+_TRUE = ("1", "y", "yes", "t", "true", "on")
+_FALSE = ("", "0", "n", "no", "f", "false", "off")
+
+
+def recompute_enabled():
+    """Whether the RECOMPUTE environment variable (bert4keras' switch) is on."""
+    value = os.environ.get("RECOMPUTE", "0").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError(f"RECOMPUTE must be 1/0 (or true/false, yes/no, on/off), got {value!r}")
+    return value in _TRUE
+
+
+def recompute_grad(call):
+    """Decorates a layer's `call` with gradient checkpointing (recomputation).
+
+    While training, the decorated call keeps only its inputs for the backward
+    pass and runs again there to rebuild its intermediate activations: less
+    memory for one more forward. The layer's random state (dropout seeds, and
+    torch's global RNG) is replayed, so the recomputed forward is the same and
+    the gradients equal those without checkpointing. jax: `jax.checkpoint`;
+    torch: `torch.utils.checkpoint` (non-reentrant); tensorflow:
+    `tf.recompute_grad`. In inference (`training` false, or torch with
+    autograd off) the call runs as it is, at no cost.
+
+    It is on for a layer whose `recompute` attribute is True (the model
+    builders set it from their `recompute` argument), or, when the layer has no
+    such attribute, if the environment variable RECOMPUTE=1 is set. Keras
+    passes `training` to the decorated call even if the wrapped one does not
+    take it.
+
+    Reference:
+        https://arxiv.org/abs/1604.06174
+    """
+    signature = inspect.signature(call)
+    takes_training = "training" in signature.parameters
+
+    @functools.wraps(call)
+    def wrapper(self, *args, **kwargs):
+        training = kwargs.get("training")
+        if not takes_training:
+            kwargs.pop("training", None)
+        enabled = getattr(self, "recompute", None)
+        if enabled is None:
+            enabled = recompute_enabled()
+        if not (enabled and training):
+            return call(self, *args, **kwargs)
+        recompute = _RECOMPUTE.get(keras.backend.backend())
+        if recompute is None:  # a backend without autodiff (numpy)
+            return call(self, *args, **kwargs)
+        return recompute(call, self, args, kwargs)
+
+    if not takes_training:
+        # Keras passes `training` only to calls that declare it.
+        params = list(signature.parameters.values())
+        at = len(params) - (params[-1].kind == inspect.Parameter.VAR_KEYWORD)
+        extra = inspect.Parameter("training", inspect.Parameter.KEYWORD_ONLY, default=None)
+        wrapper.__signature__ = signature.replace(parameters=params[:at] + [extra] + params[at:])
+    wrapper.supports_recompute = True
+    return wrapper
+
+
+def _replaying(layer, call):
+    """`call` that, from its second run on (the recomputation), replays the
+    layer's random state: non-trainable variables (dropout seed generators) are
+    set back to their values before the first run, and restored after."""
+    states = [v for v in layer.variables if not v.trainable]
+    before = [ops.copy(v.value) for v in states]
+    runs = []
+
+    def run(*args, **kwargs):
+        runs.append(None)
+        if len(runs) == 1:
+            return call(layer, *args, **kwargs)
+        after = [ops.copy(v.value) for v in states]
+        for variable, value in zip(states, before, strict=True):
+            variable.assign(value)
+        try:
+            return call(layer, *args, **kwargs)
+        finally:
+            for variable, value in zip(states, after, strict=True):
+                variable.assign(value)
+
+    return run
+
+
+def _recompute_jax(call, layer, args, kwargs):
+    import jax
+
+    # jax.checkpoint needs a pure function: the layer's variables go in as
+    # arguments (inside a StatelessScope) and updated states (seeds) come out.
+    variables = layer.variables
+    states = [i for i, v in enumerate(variables) if not v.trainable]
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    is_array = [isinstance(leaf, jax.Array) for leaf in leaves]
+
+    def pure(values, arrays):
+        arrays = iter(arrays)
+        merged = [next(arrays) if a else leaf for leaf, a in zip(leaves, is_array, strict=True)]
+        call_args, call_kwargs = jax.tree_util.tree_unflatten(treedef, merged)
+        mapping = list(zip(variables, values, strict=True))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = call(layer, *call_args, **call_kwargs)
+        new_states = []
+        for i in states:
+            new = scope.get_current_value(variables[i])
+            new_states.append(values[i] if new is None else new)
+        return outputs, new_states
+
+    values = [v.value for v in variables]
+    arrays = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
+    outputs, new_states = jax.checkpoint(pure)(values, arrays)
+    for i, value in zip(states, new_states, strict=True):
+        variables[i].assign(value)
+    return outputs
+
+
+def _recompute_torch(call, layer, args, kwargs):
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    if not torch.is_grad_enabled():
+        return call(layer, *args, **kwargs)
+    # preserve_rng_state (default) replays torch's global RNG (unseeded dropout).
+    return checkpoint(_replaying(layer, call), *args, use_reentrant=False, **kwargs)
+
+
+def _recompute_tensorflow(call, layer, args, kwargs):
+    import tensorflow as tf
+
+    # tf.recompute_grad differentiates its positional float tensors; everything
+    # else (masks, flags, None) is closed over.
+    leaves = tf.nest.flatten((args, kwargs))
+    is_float = [tf.is_tensor(x) and x.dtype.is_floating for x in leaves]
+    run = _replaying(layer, call)
+
+    def inner(*floats):
+        floats = iter(floats)
+        merged = [next(floats) if f else leaf for leaf, f in zip(leaves, is_float, strict=True)]
+        call_args, call_kwargs = tf.nest.pack_sequence_as((args, kwargs), merged)
+        return run(*call_args, **call_kwargs)
+
+    floats = [leaf for leaf, f in zip(leaves, is_float, strict=True) if f]
+    return tf.recompute_grad(inner)(*floats)
+
+
+_RECOMPUTE = {
+    "jax": _recompute_jax,
+    "torch": _recompute_torch,
+    "tensorflow": _recompute_tensorflow,
+}
+
+
+# ----------------------------------------------- train steps on embedding grads
+def embedding_train_step(model, variable, method, epsilon):
+    """A `train_step` for `model` that also uses the gradient of the loss with
+    respect to `variable` (an embedding table), for the current backend.
+
+    method "fgm": adds `delta = epsilon * g / ||g||` to the table, computes the
+    gradients again there, removes delta and applies the sum of both gradients.
+    method "gradient_penalty": minimises `loss + 0.5 * epsilon * ||g||^2`.
+    Metrics are those of the unperturbed forward; the logged loss is the clean
+    loss (fgm) or the penalised one (gradient_penalty). Used by
+    `kerasformers.training`; see there.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _jax_embedding_step(model, variable, method, epsilon)
+    if backend not in ("torch", "tensorflow"):
+        raise NotImplementedError(f"{method} is not available on the {backend} backend")
+    return _eager_embedding_step(model, variable, method, epsilon, backend)
+
+
+def _trainable_index(model, variable):
+    """Position of `variable` in `model.trainable_variables` (looked up per step:
+    freezing layers after the set-up changes it)."""
+    for i, v in enumerate(model.trainable_variables):
+        if v is variable:
+            return i
+    raise ValueError(f"the embedding table {variable.path!r} is not trainable in this model")
+
+
+def _jax_embedding_step(model, variable, method, epsilon):
+    import jax
+    import jax.numpy as jnp
+
+    def train_step(state, data):
+        trainable, non_trainable, optimizer_vars, metrics_vars = state
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        index = _trainable_index(model, variable)
+
+        def loss_fn(trainable, non_trainable):
+            return model.compute_loss_and_updates(
+                trainable,
+                non_trainable,
+                metrics_vars,
+                x,
+                y,
+                sample_weight,
+                training=True,
+                optimizer_variables=optimizer_vars,
+            )
+
+        def with_table(trainable, table):
+            return trainable[:index] + [table] + trainable[index + 1 :]
+
+        if method == "fgm":
+            (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, non_trainable)
+            g = grads[index]
+            delta = epsilon * g / (jnp.sqrt(jnp.sum(jnp.square(g))) + 1e-8)
+            adv_trainable = with_table(trainable, trainable[index] + delta)
+            (_, adv_aux), adv_grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                adv_trainable, aux[2]
+            )
+            grads = [_add(a, b) for a, b in zip(grads, adv_grads, strict=True)]
+            loss, y_pred, non_trainable, new_metrics = aux[0], aux[1], adv_aux[2], aux[3]
+        else:
+
+            def penalised(trainable):
+                def clean(table):
+                    _, aux = loss_fn(with_table(trainable, table), non_trainable)
+                    return aux[0], aux  # unscaled: the penalty is on the true gradient
+
+                (loss, aux), g = jax.value_and_grad(clean, has_aux=True)(trainable[index])
+                total = loss + 0.5 * epsilon * jnp.sum(jnp.square(g))
+                mapping = list(zip(model.optimizer.variables, optimizer_vars, strict=True))
+                with keras.StatelessScope(state_mapping=mapping):
+                    scaled = model.optimizer.scale_loss(total)
+                return scaled, (total,) + aux[1:]
+
+            (_, aux), grads = jax.value_and_grad(penalised, has_aux=True)(trainable)
+            loss, y_pred, non_trainable, new_metrics = aux
+        trainable, optimizer_vars = model.optimizer.stateless_apply(
+            optimizer_vars, grads, trainable
+        )
+        logs, metrics_vars = model._update_metrics_variables(
+            new_metrics, loss, x, y, y_pred, sample_weight
+        )
+        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+    return train_step
+
+
+def _eager_embedding_step(model, table, method, epsilon, backend):
+    if backend == "torch":
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        no_grad, norm = torch.no_grad, torch.linalg.vector_norm
+        # The double backward of the penalty needs attention made of plain ops.
+        attention_for_penalty = functools.partial(sdpa_kernel, [SDPBackend.MATH])
+
+        def gradients(x, y, sample_weight, penalty=False):
+            y_pred, loss = _forward(model, x, y, sample_weight)
+            weights = [v.value for v in model.trainable_variables]
+            if penalty:
+                (g,) = torch.autograd.grad(loss, table.value, create_graph=True)
+                loss = loss + 0.5 * epsilon * torch.sum(g * g)
+            grads = torch.autograd.grad(_scale(model, loss), weights, allow_unused=True)
+            return y_pred, loss, list(grads)
+
+    else:
+        import tensorflow as tf
+
+        no_grad, norm = contextlib.nullcontext, tf.norm
+        attention_for_penalty = contextlib.nullcontext
+
+        def gradients(x, y, sample_weight, penalty=False):
+            with tf.GradientTape() as tape:
+                if penalty:
+                    with tf.GradientTape() as inner:
+                        y_pred, loss = _forward(model, x, y, sample_weight)
+                    g = tf.convert_to_tensor(inner.gradient(loss, table))
+                    loss = loss + 0.5 * epsilon * tf.reduce_sum(g * g)
+                else:
+                    y_pred, loss = _forward(model, x, y, sample_weight)
+                scaled = _scale(model, loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            # The embedding's gradient is an IndexedSlices: make it dense to add.
+            return y_pred, loss, [None if g is None else tf.convert_to_tensor(g) for g in grads]
+
+    def train_step(data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        index = _trainable_index(model, table)
+        if method == "fgm":
+            y_pred, loss, grads = gradients(x, y, sample_weight)
+            g = grads[index]
+            if g is None:
+                raise ValueError(f"the loss does not depend on the embedding {table.path!r}")
+            with no_grad():
+                original = ops.copy(table.value)
+                table.assign(original + epsilon * g / (norm(g) + 1e-8))
+            try:
+                adv_grads = gradients(x, y, sample_weight)[2]
+            finally:
+                with no_grad():
+                    table.assign(original)  # exactly back, not original + delta - delta
+            grads = [_add(a, b) for a, b in zip(grads, adv_grads, strict=True)]
+        else:
+            with attention_for_penalty():
+                y_pred, loss, grads = gradients(x, y, sample_weight, penalty=True)
+        batch = ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
+        model._loss_tracker.update_state(ops.stop_gradient(loss), sample_weight=batch)
+        with no_grad():
+            model.optimizer.apply(grads, model.trainable_variables)
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    return train_step
+
+
+def _add(a, b):
+    return b if a is None else a if b is None else a + b
+
+
+def _forward(model, x, y, sample_weight):
+    y_pred = model(x, training=True)
+    loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+    return y_pred, loss
+
+
+def _scale(model, loss):
+    return loss if model.optimizer is None else model.optimizer.scale_loss(loss)

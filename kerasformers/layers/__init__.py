@@ -1,22 +1,46 @@
 """Keras layers of kerasformers (bert4keras' `bert4keras.layers`)."""
 
-from kerasformers.layers.attention import MultiHeadAttention
+from kerasformers.layers.attention import (
+    MultiHeadAttention,
+    RotaryAttention,
+    TypicalRelativeAttention,
+)
 from kerasformers.layers.core import BiasAdd, TakePosition
+from kerasformers.layers.crf import ConditionalRandomField, MaximumEntropyMarkovModel
 from kerasformers.layers.embeddings import (
     Embedding,
     PositionEmbedding,
+    RelativePositionEmbedding,
     SinusoidalPositionEmbedding,
 )
 from kerasformers.layers.feedforward import FeedForward
+from kerasformers.layers.global_pointer import EfficientGlobalPointer, GlobalPointer
+from kerasformers.layers.loss import Loss
 from kerasformers.layers.normalization import LayerNormalization
+from kerasformers.layers.pooling import (
+    Concatenate1D,
+    GlobalAveragePooling1D,
+    GlobalMaxPooling1D,
+)
 
 __all__ = [
     "BiasAdd",
+    "Concatenate1D",
+    "ConditionalRandomField",
+    "EfficientGlobalPointer",
     "Embedding",
     "FeedForward",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "GlobalPointer",
     "LayerNormalization",
+    "Loss",
+    "MaximumEntropyMarkovModel",
     "MultiHeadAttention",
     "PositionEmbedding",
+    "RelativePositionEmbedding",
+    "RotaryAttention",
     "SinusoidalPositionEmbedding",
     "TakePosition",
+    "TypicalRelativeAttention",
 ]

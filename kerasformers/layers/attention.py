@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from kerasformers.backend import dense, dot_product_attention, infinity
+from kerasformers.backend import (
+    apply_rotary_position_embeddings,
+    dense,
+    dot_product_attention,
+    infinity,
+    recompute_grad,
+)
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -13,9 +19,10 @@ class MultiHeadAttention(keras.layers.Layer):
     Called as `layer([q, k, v], attention_mask=None, attention_bias=None)`:
     `attention_mask` is a (batch, k_len) 0/1 mask of real key tokens;
     `attention_bias` is added to the attention logits and broadcasts to
-    (batch, heads, q_len, k_len) — LM / UniLM masks and relative position biases
-    come in through it. Families with another position scheme override
-    `apply_position_encoding` (rotate q/k) or `position_scores` (add to logits).
+    (batch, heads, q_len, k_len) — LM / UniLM masks, relative position biases and
+    RealFormer's residual scores come in through it. Families with another
+    position scheme override `apply_position_encoding` (rotate q/k),
+    `position_scores` (add to logits) or `position_values` (add to the output).
 
     Args:
         heads: number of heads.
@@ -26,6 +33,8 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_scale: divide logits by sqrt(key_size).
         attention_dropout: dropout rate on the attention probabilities.
         return_attention_scores: also return the (batch, heads, q, k) probabilities.
+        return_attention_logits: also return the (batch, heads, q, k) logits before
+            the softmax, every bias included (RealFormer's residual scores).
         kernel_initializer: initializer of the projections.
 
     Reference:
@@ -42,6 +51,7 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_scale=True,
         attention_dropout=None,
         return_attention_scores=False,
+        return_attention_logits=False,
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
@@ -54,6 +64,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention_scale = attention_scale
         self.attention_dropout = attention_dropout
         self.return_attention_scores = return_attention_scores
+        self.return_attention_logits = return_attention_logits
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _dense(self, units, name):
@@ -88,6 +99,15 @@ class MultiHeadAttention(keras.layers.Layer):
         """Hook: extra logits (batch|1, heads|1, q_len, k_len) from positions, or None."""
         return None
 
+    # Subclasses overriding `position_values` set this, which routes the call
+    # through the explicit (non-fused) attention that exposes the probabilities.
+    has_position_values = False
+
+    def position_values(self, probs, position_inputs=None):
+        """Hook: extra output (batch, q_len, heads, head_size) from the probabilities."""
+        return None
+
+    @recompute_grad
     def call(
         self,
         inputs,
@@ -106,9 +126,16 @@ class MultiHeadAttention(keras.layers.Layer):
         qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
 
         bias = self._combined_bias(qw, kw, attention_mask, attention_bias, position_inputs)
-        needs_probs = self.return_attention_scores or (self.attention_dropout and training)
+        needs_probs = (
+            self.return_attention_scores
+            or self.return_attention_logits
+            or self.has_position_values
+            or (self.attention_dropout and training)
+        )
         if needs_probs or self.key_size != self.head_size:
-            out, probs = self._attention_explicit(qw, kw, vw, bias, training)
+            out, probs, logits = self._attention_explicit(
+                qw, kw, vw, bias, position_inputs, training
+            )
         else:
             # Fused kernel (XLA / torch SDPA); scale is given explicitly so
             # attention_scale=False means no scaling at all.
@@ -118,9 +145,12 @@ class MultiHeadAttention(keras.layers.Layer):
         # (batch, q_len, heads, head_size) -> (batch, q_len, heads * head_size)
         out = ops.reshape(out, (batch, -1, self.heads * self.head_size))
         out = dense(self.o_dense, out)
+        extras = []
         if self.return_attention_scores:
-            return out, probs
-        return out
+            extras.append(probs)
+        if self.return_attention_logits:
+            extras.append(logits)
+        return (out, *extras) if extras else out
 
     def _combined_bias(self, qw, kw, attention_mask, attention_bias, position_inputs):
         """Sums every additive term into one (batch|1, heads|1, q_len, k_len) bias."""
@@ -143,7 +173,7 @@ class MultiHeadAttention(keras.layers.Layer):
             bias = ops.cast(ops.maximum(bias, floor), qw.dtype)
         return bias
 
-    def _attention_explicit(self, qw, kw, vw, bias, training):
+    def _attention_explicit(self, qw, kw, vw, bias, position_inputs, training):
         # (batch, heads, q_len, k_len)
         logits = ops.einsum("bqhd,bkhd->bhqk", qw, kw)
         if self.attention_scale:
@@ -155,14 +185,16 @@ class MultiHeadAttention(keras.layers.Layer):
         dropped = self.dropout(probs, training=training) if self.attention_dropout else probs
         # (batch, q_len, heads, head_size)
         out = ops.einsum("bhqk,bkhd->bqhd", dropped, vw)
-        return out, probs
+        extra = self.position_values(dropped, position_inputs)
+        if extra is not None:
+            out = out + extra
+        return out, probs, logits
 
     def compute_output_shape(self, input_shape):
         out_shape = tuple(input_shape[0][:-1]) + (self.out_dim,)
-        if self.return_attention_scores:
-            q_len, k_len = input_shape[0][1], input_shape[1][1]
-            return out_shape, (input_shape[0][0], self.heads, q_len, k_len)
-        return out_shape
+        scores_shape = (input_shape[0][0], self.heads, input_shape[0][1], input_shape[1][1])
+        extras = [scores_shape] * (self.return_attention_scores + self.return_attention_logits)
+        return (out_shape, *extras) if extras else out_shape
 
     def get_config(self):
         config = super().get_config()
@@ -176,7 +208,65 @@ class MultiHeadAttention(keras.layers.Layer):
                 "attention_scale": self.attention_scale,
                 "attention_dropout": self.attention_dropout,
                 "return_attention_scores": self.return_attention_scores,
+                "return_attention_logits": self.return_attention_logits,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class RotaryAttention(MultiHeadAttention):
+    """Attention with rotary position embeddings on queries and keys (RoFormer).
+
+    Called with `position_inputs`: the interleaved sin/cos table (1|batch, seq_len,
+    key_size) of `SinusoidalPositionEmbedding(key_size, merge_mode="zero")`.
+
+    Reference:
+        https://arxiv.org/abs/2104.09864 (https://kexue.fm/archives/8265)
+    """
+
+    def apply_position_encoding(self, qw, kw, position_inputs=None):
+        if position_inputs is None:
+            raise ValueError(f"{self.name}: rotary attention needs `position_inputs`")
+        # (1|batch, len, size) -> (1|batch, len, 1, size): one table for all heads
+        table = ops.expand_dims(position_inputs, 2)
+        return apply_rotary_position_embeddings(table, qw, kw)
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class TypicalRelativeAttention(MultiHeadAttention):
+    """Attention with relative position embeddings on keys and values (NEZHA).
+
+    logits_ij += q_i . r_ij (scaled like the rest), out_i += sum_j p_ij r_ij, where
+    `position_inputs` is the (q_len, k_len, key_size) table r of
+    `RelativePositionEmbedding`, shared by all heads.
+
+    Reference:
+        https://arxiv.org/abs/1803.02155 (Shaw et al.); NEZHA https://arxiv.org/abs/1909.00204
+    """
+
+    has_position_values = True
+
+    def _table(self, position_inputs):
+        if position_inputs is None:
+            raise ValueError(f"{self.name}: relative attention needs `position_inputs`")
+        if self.key_size != self.head_size:
+            raise ValueError(
+                f"{self.name}: relative position tables need key_size == head_size, got "
+                f"{self.key_size} and {self.head_size}"
+            )
+        return ops.cast(position_inputs, self.compute_dtype)
+
+    def position_scores(self, qw, kw, position_inputs=None):
+        table = self._table(position_inputs)
+        # (batch, q_len, heads, size) x (q_len, k_len, size) -> (batch, heads, q_len, k_len)
+        scores = ops.einsum("bqhd,qkd->bhqk", qw, table)
+        if self.attention_scale:
+            scores = scores / ops.cast(self.key_size**0.5, scores.dtype)
+        return scores
+
+    def position_values(self, probs, position_inputs=None):
+        table = self._table(position_inputs)
+        # (batch, heads, q_len, k_len) x (q_len, k_len, size) -> (batch, q_len, heads, size)
+        return ops.einsum("bhqk,qkd->bqhd", probs, table)

@@ -224,3 +224,65 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class RelativePositionEmbedding(keras.layers.Layer):
+    """Fixed sinusoidal embedding of clipped relative positions (NEZHA's "functional" one).
+
+    Called on `[q, k]` (only their lengths matter), returns the (q_len, k_len,
+    output_dim) table whose entry (i, j) embeds clip(j - i, -m, m) with
+    m = (input_dim - 1) // 2. Row r = clip(j - i) + m of the table is
+    [sin(r*w_0), cos(r*w_0), sin(r*w_1), ...], w_k = 10000^(-2k/output_dim), which
+    is how NEZHA (and bert4keras) fill it: the offset row index, not the signed
+    distance, is what goes into the sines.
+
+    Args:
+        input_dim: number of distinct relative positions, 2 * max_relative_position + 1.
+        output_dim: embedding width (the attention key size).
+
+    Example:
+        >>> rel = RelativePositionEmbedding(2 * 64 + 1, 64)
+        >>> table = rel([x, x])                             # (seq, seq, 64)
+
+    Reference:
+        https://arxiv.org/abs/1909.00204 (NEZHA), https://arxiv.org/abs/1803.02155
+    """
+
+    def __init__(self, input_dim, output_dim, **kwargs):
+        super().__init__(**kwargs)
+        if input_dim < 1 or input_dim % 2 == 0:
+            raise ValueError(
+                f"RelativePositionEmbedding: input_dim must be odd (2 * max + 1), got {input_dim}"
+            )
+        if output_dim % 2:
+            raise ValueError(
+                f"RelativePositionEmbedding: output_dim must be even, got {output_dim}"
+            )
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+
+    def call(self, inputs):
+        q, k = inputs[:2]
+        max_distance = (self.input_dim - 1) // 2
+        q_idx = ops.arange(ops.shape(q)[1], dtype="int32")
+        k_idx = ops.arange(ops.shape(k)[1], dtype="int32")
+        # (q_len, k_len) offset rows in [0, input_dim)
+        rows = ops.clip(k_idx[None, :] - q_idx[:, None], -max_distance, max_distance)
+        rows = ops.cast(rows + max_distance, "float32")
+        freqs = ops.power(
+            10000.0, -2.0 * ops.arange(self.output_dim // 2, dtype="float32") / self.output_dim
+        )
+        # (q_len, k_len, dim/2, 2) -> (q_len, k_len, dim), interleaved sin/cos
+        angles = rows[:, :, None] * freqs
+        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
+        table = ops.reshape(table, ops.shape(rows) + (self.output_dim,))
+        return ops.cast(table, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][1], input_shape[1][1], self.output_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"input_dim": self.input_dim, "output_dim": self.output_dim})
+        return config

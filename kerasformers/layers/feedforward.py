@@ -2,7 +2,7 @@
 
 import keras
 
-from kerasformers.backend import activation_name, dense, get_activation
+from kerasformers.backend import activation_name, dense, get_activation, recompute_grad
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -61,6 +61,7 @@ class FeedForward(keras.layers.Layer):
         )
         self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
 
+    @recompute_grad
     def call(self, inputs):
         # `dense` skips the sub-layers' __call__ overhead and fuses the bias on torch.
         x = dense(self.input_denses[0], inputs)

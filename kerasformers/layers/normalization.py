@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kerasformers.backend import activation_name, get_activation, layer_norm
+from kerasformers.backend import activation_name, get_activation, layer_norm, recompute_grad
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -19,6 +19,8 @@ class LayerNormalization(keras.layers.Layer):
         center: learn the bias beta.
         scale: learn the gain gamma.
         epsilon: added to the variance (default 1e-12, BERT's).
+        zero_mean: subtract the mean first; False gives RMS normalisation
+            x / sqrt(mean(x^2) + epsilon) (RoFormer-v2, T5).
         conditional: condition gamma/beta on a second input.
         hidden_units: if set, `cond` is first projected to this width.
         hidden_activation: activation of that projection.
@@ -33,6 +35,7 @@ class LayerNormalization(keras.layers.Layer):
         center=True,
         scale=True,
         epsilon=None,
+        zero_mean=True,
         conditional=False,
         hidden_units=None,
         hidden_activation="linear",
@@ -43,6 +46,7 @@ class LayerNormalization(keras.layers.Layer):
         self.center = center
         self.scale = scale
         self.epsilon = epsilon or 1e-12
+        self.zero_mean = zero_mean
         self.conditional = conditional
         self.hidden_units = hidden_units
         self.hidden_activation = get_activation(hidden_activation)
@@ -85,6 +89,7 @@ class LayerNormalization(keras.layers.Layer):
                 )
                 self.gamma_dense.build((None, cond_dim))
 
+    @recompute_grad
     def call(self, inputs):
         if self.conditional:
             inputs, cond = inputs
@@ -97,13 +102,26 @@ class LayerNormalization(keras.layers.Layer):
             # The fused kernel (torch's F.layer_norm) computes in float32 internally.
             gamma = self.gamma if self.scale else None
             beta = self.beta if self.center else None
-            return layer_norm(inputs, gamma, beta, epsilon=self.epsilon)
-        x = layer_norm(inputs, epsilon=self.epsilon)
+            return self._normalize(inputs, gamma, beta)
+        x = self._normalize(inputs)
         if self.scale:
             x = x * ops.cast(self.gamma + self.gamma_dense(cond), x.dtype)
         if self.center:
             x = x + ops.cast(self.beta + self.beta_dense(cond), x.dtype)
         return x
+
+    def _normalize(self, x, gamma=None, beta=None):
+        if self.zero_mean:
+            return layer_norm(x, gamma, beta, epsilon=self.epsilon)
+        # RMS norm, statistics in float32 (bfloat16 squares lose too much).
+        x32 = ops.cast(x, "float32")
+        x32 = x32 * ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        out = ops.cast(x32, x.dtype)
+        if gamma is not None:
+            out = out * ops.cast(gamma, x.dtype)
+        if beta is not None:
+            out = out + ops.cast(beta, x.dtype)
+        return out
 
     def compute_output_shape(self, input_shape):
         return input_shape[0] if self.conditional else input_shape
@@ -115,6 +133,7 @@ class LayerNormalization(keras.layers.Layer):
                 "center": self.center,
                 "scale": self.scale,
                 "epsilon": self.epsilon,
+                "zero_mean": self.zero_mean,
                 "conditional": self.conditional,
                 "hidden_units": self.hidden_units,
                 "hidden_activation": activation_name(self.hidden_activation),

@@ -2,7 +2,11 @@
 
 import inspect
 
+from kerasformers.models.albert import ALBERT, ALBERT_Unshared
 from kerasformers.models.bert import BERT, RoBERTa
+from kerasformers.models.electra import ELECTRA
+from kerasformers.models.nezha import NEZHA
+from kerasformers.models.roformer import RoFormer, RoFormerV2
 from kerasformers.models.transformer import (
     Transformer,
     WeightLoadingError,
@@ -14,6 +18,12 @@ from kerasformers.models.transformer import (
 MODELS = {
     "bert": BERT,
     "roberta": RoBERTa,
+    "albert": ALBERT,
+    "albert_unshared": ALBERT_Unshared,
+    "nezha": NEZHA,
+    "electra": ELECTRA,
+    "roformer": RoFormer,
+    "roformer_v2": RoFormerV2,
 }
 
 APPLICATIONS = ("encoder",)
@@ -95,7 +105,13 @@ def build_transformer_model(
 
 
 __all__ = [
+    "ALBERT",
+    "ALBERT_Unshared",
     "BERT",
+    "ELECTRA",
+    "NEZHA",
+    "RoFormer",
+    "RoFormerV2",
     "MODELS",
     "RoBERTa",
     "Transformer",

@@ -44,8 +44,18 @@ class BERT(Transformer):
             (True or the alpha), for inputs longer than max_position.
         custom_position_ids: take position ids as an extra input "Input-Position".
         shared_segment_embeddings: look segments up in the token table.
+        residual_attention_scores: RealFormer: each layer adds the previous
+            layer's attention logits to its own (https://arxiv.org/abs/2012.11747).
         **kwargs: the `Transformer` arguments.
+
+    Families change BERT through hooks: `block_name` (layer sharing),
+    `apply_position_embeddings` (absolute positions), `compute_position_bias`
+    and `attention_layer` (relative / rotary positions), `norm_arguments` and
+    `use_bias` (simplified norms, bias-free layers).
     """
+
+    attention_layer = MultiHeadAttention
+    use_bias = True
 
     hf_prefix = "bert."
     body_prefixes = ("bert/embeddings/", "bert/encoder/", "embeddings.", "encoder.")
@@ -60,6 +70,7 @@ class BERT(Transformer):
         hierarchical_position=None,
         custom_position_ids=False,
         shared_segment_embeddings=False,
+        residual_attention_scores=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -71,6 +82,10 @@ class BERT(Transformer):
         self.hierarchical_position = hierarchical_position
         self.custom_position_ids = custom_position_ids
         self.shared_segment_embeddings = shared_segment_embeddings
+        self.residual_attention_scores = residual_attention_scores
+        self.position_ids = None  # the Input-Position tensor, if any
+        self.position_bias = None  # relative / rotary position table, built once
+        self.attention_scores = None  # RealFormer: logits of the previous layer
         self.activation = get_activation(self.hidden_act)  # fail early on a bad name
 
     def get_inputs(self):
@@ -90,7 +105,7 @@ class BERT(Transformer):
         inputs = list(inputs)
         x = inputs.pop(0)
         s = inputs.pop(0) if self.segment_vocab_size > 0 else None
-        p = inputs.pop(0) if self.custom_position_ids else None
+        self.position_ids = inputs.pop(0) if self.custom_position_ids else None
         self.token_mask = self.padding_mask(x)  # (batch, seq), used by every attention
 
         x = self.apply(
@@ -114,20 +129,8 @@ class BERT(Transformer):
                     name="Embedding-Segment",
                 )
             x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
-        x = self.apply(
-            [x, p] if p is not None else x,
-            PositionEmbedding,
-            input_dim=self.max_position,
-            output_dim=self.embedding_size,
-            merge_mode="add",
-            hierarchical=self.hierarchical_position,
-            embeddings_initializer=self.initializer,
-            custom_position_ids=self.custom_position_ids,
-            name="Embedding-Position",
-        )
-        x = self.apply(
-            x, LayerNormalization, epsilon=self.layer_norm_epsilon, name="Embedding-Norm"
-        )
+        x = self.apply_position_embeddings(x)
+        x = self.apply(x, LayerNormalization, **self.norm_arguments(), name="Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
             x = self.apply(
@@ -139,22 +142,65 @@ class BERT(Transformer):
             )
         return x
 
+    def apply_position_embeddings(self, x):
+        """Adds the trainable absolute position embedding (hook: families without one)."""
+        p = self.position_ids
+        return self.apply(
+            [x, p] if p is not None else x,
+            PositionEmbedding,
+            input_dim=self.max_position,
+            output_dim=self.embedding_size,
+            merge_mode="add",
+            hierarchical=self.hierarchical_position,
+            embeddings_initializer=self.initializer,
+            custom_position_ids=self.custom_position_ids,
+            name="Embedding-Position",
+        )
+
+    def block_name(self, index):
+        """Name stem of block `index`'s layers; one stem for all blocks shares them."""
+        return f"Transformer-{index}"
+
+    def norm_arguments(self):
+        """Keyword arguments of every LayerNormalization of the model."""
+        return {"epsilon": self.layer_norm_epsilon}
+
+    def compute_position_bias(self, inputs):
+        """Position input of the attention layers (None: positions are absolute)."""
+        return None
+
+    def attention_arguments(self):
+        """Call arguments of each self-attention layer."""
+        arguments = {"attention_mask": self.token_mask, "attention_bias": self.attention_bias}
+        if self.attention_scores is not None:
+            # RealFormer: the previous logits already hold the shared bias.
+            arguments["attention_bias"] = self.attention_scores
+        if self.position_bias is not None:
+            arguments["position_inputs"] = self.position_bias
+        return arguments
+
     def apply_main_layers(self, inputs, index):
-        attention_name = f"Transformer-{index}-MultiHeadSelfAttention"
-        feed_forward_name = f"Transformer-{index}-FeedForward"
+        attention_name = f"{self.block_name(index)}-MultiHeadSelfAttention"
+        feed_forward_name = f"{self.block_name(index)}-FeedForward"
+        if self.position_bias is None:
+            self.position_bias = self.compute_position_bias(inputs)
 
         x = self.apply(
             [inputs, inputs, inputs],
-            MultiHeadAttention,
-            arguments={"attention_mask": self.token_mask, "attention_bias": self.attention_bias},
+            self.attention_layer,
+            arguments=self.attention_arguments(),
             heads=self.num_attention_heads,
             head_size=self.attention_head_size,
             out_dim=self.hidden_size,
             key_size=self.attention_key_size,
+            use_bias=self.use_bias,
             attention_dropout=self.attention_dropout_rate,
+            return_attention_logits=self.residual_attention_scores,
             kernel_initializer=self.initializer,
             name=attention_name,
         )
+        if self.residual_attention_scores:
+            x, self.attention_scores = x
         x = self.apply_residual(inputs, x, attention_name)
 
         xi = x
@@ -163,6 +209,7 @@ class BERT(Transformer):
             FeedForward,
             units=self.intermediate_size,
             activation=self.hidden_act,
+            use_bias=self.use_bias,
             kernel_initializer=self.initializer,
             name=feed_forward_name,
         )
@@ -172,9 +219,7 @@ class BERT(Transformer):
         """Post-LN block tail: dropout on the branch, residual add, LayerNorm."""
         x = self.apply(branch, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
         x = self.apply([inputs, x], keras.layers.Add, name=f"{name}-Add")
-        return self.apply(
-            x, LayerNormalization, epsilon=self.layer_norm_epsilon, name=f"{name}-Norm"
-        )
+        return self.apply(x, LayerNormalization, **self.norm_arguments(), name=f"{name}-Norm")
 
     def apply_final_layers(self, inputs):
         """Sequence output alone, or the requested heads (bert4keras' output rule)."""

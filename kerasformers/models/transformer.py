@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from kerasformers import checkpoints
+from kerasformers.backend import recompute_enabled
 
 # Foreign config keys -> our (bert4keras) argument names. The one place they are
 # translated (STYLE.md rule 6); a key already given in our spelling wins.
@@ -76,6 +77,9 @@ class Transformer:
             instead of raising.
         prefix: prepended to every layer name (to hold two models in one graph).
         name: the keras.Model's name.
+        recompute: gradient checkpointing of the attention, feed-forward and
+            norm layers while training (less memory, one more forward); None
+            reads the RECOMPUTE environment variable when the model is built.
     """
 
     # Checkpoint names that are never weights (buffers, optimizer state): unused
@@ -115,6 +119,7 @@ class Transformer:
         ignore_invalid_weights=False,
         prefix=None,
         name=None,
+        recompute=None,
     ):
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
@@ -145,6 +150,7 @@ class Transformer:
         self.ignore_invalid_weights = ignore_invalid_weights
         self.prefix = prefix or ""
         self.name = name
+        self.recompute = recompute_enabled() if recompute is None else bool(recompute)
         self.layers = {}
         self.attention_bias = None
         self.defer_initialization = False
@@ -176,6 +182,8 @@ class Transformer:
         kwargs["name"] = name
         if name not in self.layers:
             self.layers[name] = layer(**kwargs)
+            if getattr(self.layers[name].call, "supports_recompute", False):
+                self.layers[name].recompute = self.recompute
         if inputs is None:
             return self.layers[name]
         return self.layers[name](inputs, **(arguments or {}))
@@ -412,6 +420,16 @@ class Transformer:
             raise ValueError(f"format must be 'tf' or 'safetensors', got {format!r}")
         if mapping is None:
             mapping = self.variable_mapping() if format == "tf" else self.hf_variable_mapping()
+        unmapped = [
+            name
+            for name, layer in self.layers.items()
+            if layer.weights and name[len(self.prefix) :] not in mapping
+        ]
+        if unmapped:
+            raise ValueError(
+                f"cannot save as {format}: the mapping has no names for layer(s) {unmapped}; "
+                "pass `mapping` (or choose the other format)"
+            )
         tensors = {}
         for layer_name, entries in mapping.items():
             layer_name = self.prefix + layer_name

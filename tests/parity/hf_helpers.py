@@ -21,6 +21,8 @@ def perturb_(model, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
+            if "embed_positions" in name:
+                continue  # RoFormer's fixed sinusoidal table
             if name.endswith(("LayerNorm.weight", "layer_norm.weight")):
                 param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
             else:

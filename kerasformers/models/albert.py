@@ -1,0 +1,135 @@
+"""ALBERT, and ALBERT with its weight sharing undone for fine-tuning.
+
+Reference:
+    ALBERT: https://arxiv.org/abs/1909.11942
+    Unsharing for fine-tuning: https://kexue.fm/archives/7846 (bert4keras' ALBERT_Unshared)
+"""
+
+import keras
+import numpy as np
+
+from kerasformers.models.bert import BERT, _hf_linear, _hf_norm
+
+_GOOGLE_BLOCK = "bert/encoder/transformer/group_0/inner_group_0/"
+_HF_BLOCK = "encoder.albert_layer_groups.0.albert_layers.0."
+
+
+class ALBERT(BERT):
+    """ALBERT: factorised embedding (embedding_size -> hidden) and one shared block.
+
+    Every block reuses the layers named "Transformer-MultiHeadSelfAttention",
+    "Transformer-FeedForward", ... (no index). `with_nsp` is ALBERT's sentence-order
+    head. Only the released layout is supported: one layer group holding one layer.
+
+    Args:
+        num_hidden_groups: ALBERT's number of layer groups (must be 1).
+        inner_group_num: layers per group (must be 1).
+        **kwargs: the `BERT` arguments.
+    """
+
+    hf_prefix = "albert."
+    body_prefixes = BERT.body_prefixes
+
+    def __init__(self, num_hidden_groups=1, inner_group_num=1, **kwargs):
+        if num_hidden_groups != 1 or inner_group_num != 1:
+            raise ValueError(
+                "ALBERT: only num_hidden_groups=1 and inner_group_num=1 are supported (the "
+                f"released models), got {num_hidden_groups} and {inner_group_num}"
+            )
+        super().__init__(**kwargs)
+        self.num_hidden_groups = num_hidden_groups
+        self.inner_group_num = inner_group_num
+
+    def block_name(self, index):
+        return "Transformer"
+
+    def block_mapping(self):
+        """Google names of the shared block, keyed by the layer-name suffix."""
+        b = _GOOGLE_BLOCK
+        return {
+            "MultiHeadSelfAttention": [
+                b + f"attention_1/{part}/{kind}"
+                for part in ("self/query", "self/key", "self/value", "output/dense")
+                for kind in ("kernel", "bias")
+            ],
+            "MultiHeadSelfAttention-Norm": [b + "LayerNorm/beta", b + "LayerNorm/gamma"],
+            "FeedForward": [
+                b + "ffn_1/intermediate/dense/kernel",
+                b + "ffn_1/intermediate/dense/bias",
+                b + "ffn_1/intermediate/output/dense/kernel",
+                b + "ffn_1/intermediate/output/dense/bias",
+            ],
+            "FeedForward-Norm": [b + "LayerNorm_1/beta", b + "LayerNorm_1/gamma"],
+        }
+
+    def hf_block_mapping(self):
+        """HF names of the shared block, keyed by the layer-name suffix."""
+        b = self.hf_prefix + _HF_BLOCK
+        return {
+            "MultiHeadSelfAttention": _hf_linear(b + "attention.query")
+            + _hf_linear(b + "attention.key")
+            + _hf_linear(b + "attention.value")
+            + _hf_linear(b + "attention.dense"),
+            "MultiHeadSelfAttention-Norm": _hf_norm(b + "attention.LayerNorm"),
+            "FeedForward": _hf_linear(b + "ffn") + _hf_linear(b + "ffn_output"),
+            "FeedForward-Norm": _hf_norm(b + "full_layer_layer_norm"),
+        }
+
+    def _with_blocks(self, mapping, blocks):
+        mapping = {k: v for k, v in mapping.items() if not k.startswith("Transformer-")}
+        for index in range(self.num_hidden_layers):
+            stem = self.block_name(index)
+            for suffix, names in blocks.items():
+                mapping[f"{stem}-{suffix}"] = list(names)
+        return mapping
+
+    def variable_mapping(self):
+        return self._with_blocks(super().variable_mapping(), self.block_mapping())
+
+    def hf_variable_mapping(self):
+        p = self.hf_prefix
+        mapping = super().hf_variable_mapping()
+        mapping["Embedding-Mapping"] = _hf_linear(f"{p}encoder.embedding_hidden_mapping_in")
+        mapping["Pooler-Dense"] = _hf_linear(f"{p}pooler")
+        mapping["NSP-Proba"] = _hf_linear("sop_classifier.classifier")
+        mapping["MLM-Dense"] = _hf_linear("predictions.dense")
+        mapping["MLM-Norm"] = _hf_norm("predictions.LayerNorm")
+        mapping["MLM-Bias"] = [("predictions.bias", "embeddings")]
+        return self._with_blocks(mapping, self.hf_block_mapping())
+
+
+class ALBERT_Unshared(ALBERT):
+    """ALBERT's checkpoint poured into independent per-layer copies of its block.
+
+    Before training the outputs equal ALBERT's; fine-tuning then updates each
+    layer on its own, which kexue.fm found to help on downstream tasks. Saving
+    back to ALBERT's (shared) names works only while all copies are still equal.
+    """
+
+    def block_name(self, index):
+        return BERT.block_name(self, index)
+
+    def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None, format=None):
+        if mapping is None:
+            self._check_still_shared()
+        return super().save_weights_as_checkpoint(filename, mapping, dtype, format)
+
+    def _check_still_shared(self):
+        first = self._block_weights(0)
+        for index in range(1, self.num_hidden_layers):
+            for (_, a), (path, b) in zip(first, self._block_weights(index), strict=True):
+                if not np.array_equal(a, b):
+                    raise ValueError(
+                        f"albert_unshared: {path} no longer equals layer 0's copy, so the "
+                        "model cannot be written under ALBERT's shared names; pass a "
+                        "`mapping` with one name per layer (e.g. BERT's) instead"
+                    )
+
+    def _block_weights(self, index):
+        """[(path, value)] of block `index`'s weights, in mapping order."""
+        stem = self.prefix + self.block_name(index)
+        return [
+            (v.path, keras.ops.convert_to_numpy(v))
+            for suffix in self.block_mapping()
+            for v in self.layers[f"{stem}-{suffix}"].weights
+        ]

@@ -1,0 +1,174 @@
+"""RoFormer (rotary position embeddings) and RoFormer-v2.
+
+Reference:
+    RoFormer: https://arxiv.org/abs/2104.09864 (https://kexue.fm/archives/8265)
+    RoFormer-v2: https://kexue.fm/archives/8998
+"""
+
+import keras
+
+from kerasformers.layers import (
+    Embedding,
+    LayerNormalization,
+    RotaryAttention,
+    SinusoidalPositionEmbedding,
+)
+from kerasformers.models.bert import _hf_linear
+from kerasformers.models.nezha import NEZHA
+from kerasformers.models.transformer import Transformer
+
+
+class RoFormer(NEZHA):
+    """RoFormer: BERT whose attention rotates queries and keys by their positions.
+
+    Google-style names are BERT's without position embeddings (the Chinese
+    RoFormer release); HF names are RoFormer's ("roformer." prefix).
+
+    Args:
+        rotary_value: HF's option to rotate values too; not supported (False).
+        **kwargs: the `NEZHA` / `BERT` arguments; custom_position_ids feeds
+            "Input-Position" to the rotation.
+    """
+
+    attention_layer = RotaryAttention
+    hf_prefix = "roformer."
+    ignored_variable_patterns = Transformer.ignored_variable_patterns + (
+        r"(^|\.)embed_positions\.weight$",
+    )
+
+    def __init__(self, rotary_value=False, **kwargs):
+        if rotary_value:
+            raise ValueError("RoFormer: rotary_value=True (rotating values) is not supported")
+        super().__init__(**kwargs)
+
+    @classmethod
+    def accepts_position_ids(cls, option):
+        return option == "custom_position_ids"
+
+    def compute_position_bias(self, inputs):
+        p = self.position_ids
+        # (1|batch, seq, key_size) interleaved sin/cos table
+        return self.apply(
+            [inputs, p] if p is not None else inputs,
+            SinusoidalPositionEmbedding,
+            output_dim=self.attention_key_size,
+            merge_mode="zero",
+            custom_position_ids=p is not None,
+            name="Embedding-Rotary-Position",
+        )
+
+    def hf_variable_mapping(self):
+        mapping = super().hf_variable_mapping()
+        mapping["Embedding-Mapping"] = _hf_linear(f"{self.hf_prefix}embeddings_project")
+        return mapping
+
+
+class RoFormerV2(RoFormer):
+    """RoFormer-v2: RoFormer without biases and with parameter-free RMS norms.
+
+    Embeddings are token (+ segment) -> dropout -> norm; the MLM head is the tied
+    embedding alone (after an "Output-Mapping" when embedding_size differs). No
+    pooler or NSP head exists in its checkpoints.
+    """
+
+    use_bias = False
+
+    def __init__(self, with_pool=False, with_nsp=False, **kwargs):
+        if with_pool or with_nsp:
+            raise ValueError("RoFormer-v2 has no pooler or NSP head (with_pool / with_nsp)")
+        super().__init__(**kwargs)
+
+    def norm_arguments(self):
+        return {
+            "epsilon": self.layer_norm_epsilon,
+            "zero_mean": False,
+            "center": False,
+            "scale": False,
+        }
+
+    def apply_embeddings(self, inputs):
+        inputs = list(inputs)
+        x = inputs.pop(0)
+        s = inputs.pop(0) if self.segment_vocab_size > 0 else None
+        self.position_ids = inputs.pop(0) if self.custom_position_ids else None
+        self.token_mask = self.padding_mask(x)
+
+        x = self.apply(
+            x,
+            Embedding,
+            input_dim=self.vocab_size,
+            output_dim=self.embedding_size,
+            embeddings_initializer=self.initializer,
+            name="Embedding-Token",
+        )
+        if s is not None:
+            s = self.apply(
+                s,
+                Embedding,
+                input_dim=self.segment_vocab_size,
+                output_dim=self.embedding_size,
+                embeddings_initializer=self.initializer,
+                name="Embedding-Segment",
+            )
+            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
+        x = self.apply(x, LayerNormalization, **self.norm_arguments(), name="Embedding-Norm")
+        if self.embedding_size != self.hidden_size:
+            x = self.apply(
+                x,
+                keras.layers.Dense,
+                units=self.hidden_size,
+                use_bias=False,
+                kernel_initializer=self.initializer,
+                name="Embedding-Mapping",
+            )
+        return x
+
+    def apply_final_layers(self, inputs):
+        if not self.with_mlm:
+            return inputs
+        x = inputs
+        if self.embedding_size != self.hidden_size:
+            x = self.apply(
+                x,
+                keras.layers.Dense,
+                units=self.embedding_size,
+                use_bias=False,
+                kernel_initializer=self.initializer,
+                name="Output-Mapping",
+            )
+        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Output-MLM-Dropout")
+        x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        return self.apply(
+            x,
+            keras.layers.Activation,
+            activation="softmax" if self.with_mlm is True else self.with_mlm,
+            name="Output-MLM-Activation",
+        )
+
+    def variable_mapping(self):
+        """RoFormer's Google names minus every bias and norm parameter."""
+        mapping = {}
+        for layer, names in super().variable_mapping().items():
+            kept = [
+                e for e in names if not self._split_entry(e)[0].endswith(("bias", "beta", "gamma"))
+            ]
+            if kept:
+                mapping[layer] = kept
+        mapping["Embedding-Mapping"] = ["bert/encoder/embedding_hidden_mapping_in/kernel"]
+        mapping["Output-Mapping"] = ["cls/predictions/transform/dense/kernel"]
+        return mapping
+
+    def hf_variable_mapping(self):
+        """No HF implementation exists; the same names as RoFormer, minus biases."""
+        mapping = {}
+        for layer, entries in super().hf_variable_mapping().items():
+            kept = [
+                e
+                for e in entries
+                if not self._split_entry(e)[0].endswith((".bias", "LayerNorm.weight"))
+            ]
+            if kept:
+                mapping[layer] = kept
+        mapping["Output-Mapping"] = _hf_linear("cls.predictions.transform.dense")[:1]
+        return mapping

@@ -1,12 +1,15 @@
 """Encoder forward throughput: kerasformers vs HF transformers vs keras-hub, one run.
 
 BERT-base size (12 layers, hidden 768, 12 heads, intermediate 3072, vocab 21128),
-random weights, batch 8 x 128 tokens, 2 threads. Each configuration runs in its own
+and with --models also ALBERT-base (embedding 128, vocab 30000, one shared block)
+and RoFormer-base (rotary positions, vocab 50000), random weights, batch 8 x 128
+tokens, 2 threads. Each configuration runs in its own
 process (one Keras backend per process); the table reports sequences/s and the ratio
 to HF transformers on torch in the same dtype.
 
     python benchmarks/encoder.py                 # everything available
     python benchmarks/encoder.py --repeats 10 --only pair ours-jax
+    python benchmarks/encoder.py --models albert roformer --dtypes float32
 
 keras-hub is optional (`pip install --no-deps keras-hub absl-py regex rich packaging`);
 its rows are skipped when it is not installed.
@@ -32,7 +35,28 @@ CONFIG = dict(
     hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
 )
+# Per family: (our model name, HF config/model class prefix, config overrides).
+FAMILIES = {
+    "bert": ("bert", "Bert", {}),
+    "albert": ("albert", "Albert", dict(embedding_size=128, vocab_size=30000)),
+    "roformer": ("roformer", "RoFormer", dict(vocab_size=50000)),
+}
+MODEL, HF_PREFIX = "bert", "Bert"
 BATCH, SEQ = 8, 128
+
+
+def _use_family(name):
+    """Points CONFIG / MODEL / HF_PREFIX at one family (workers run one each)."""
+    global MODEL, HF_PREFIX
+    MODEL, HF_PREFIX, overrides = FAMILIES[name]
+    CONFIG.update(overrides)
+
+
+def _hf_model():
+    import transformers
+
+    config = getattr(transformers, f"{HF_PREFIX}Config")(**CONFIG)
+    return getattr(transformers, f"{HF_PREFIX}Model")(config).eval()
 
 
 def _inputs():
@@ -71,7 +95,7 @@ def worker_ours(dtype, warmup, repeats):
     from kerasformers.models import build_transformer_model
 
     keras.config.set_dtype_policy(dtype)
-    model = build_transformer_model(CONFIG)
+    model = build_transformer_model(CONFIG, model=MODEL)
     ids, segments = _inputs()
     seconds = _time(lambda: _sync(model.predict_on_batch([ids, segments])), warmup, repeats)
     return BATCH / seconds
@@ -100,11 +124,9 @@ def worker_kerashub(dtype, warmup, repeats):
 
 def worker_hf(dtype, warmup, repeats):
     import torch
-    import transformers
 
     torch.set_num_threads(int(THREADS))
-    config = transformers.BertConfig(**CONFIG)
-    model = transformers.BertModel(config).eval()
+    model = _hf_model()
     if dtype == "bfloat16":
         model = model.to(torch.bfloat16)
     ids, segments = (torch.as_tensor(a, dtype=torch.long) for a in _inputs())
@@ -121,14 +143,13 @@ def worker_pair(dtype, warmup, repeats):
     """HF and ours on torch in one process, timed alternately (same machine state)."""
     import keras
     import torch
-    import transformers
 
     from kerasformers.models import build_transformer_model
 
     torch.set_num_threads(int(THREADS))
     keras.config.set_dtype_policy(dtype)
-    ours = build_transformer_model(CONFIG)
-    hf = transformers.BertModel(transformers.BertConfig(**CONFIG)).eval()
+    ours = build_transformer_model(CONFIG, model=MODEL)
+    hf = _hf_model()
     if dtype == "bfloat16":
         hf = hf.to(torch.bfloat16)
     ids, segments = _inputs()
@@ -157,7 +178,7 @@ WORKERS = {
 }
 
 
-def run_worker(kind, backend, dtype, warmup, repeats):
+def run_worker(kind, backend, dtype, warmup, repeats, family="bert"):
     env = dict(
         os.environ,
         KERAS_BACKEND=backend,
@@ -170,6 +191,8 @@ def run_worker(kind, backend, dtype, warmup, repeats):
         __file__,
         "--worker",
         kind,
+        "--models",
+        family,
         "--dtype",
         dtype,
         "--warmup",
@@ -195,9 +218,12 @@ def main():
         "--only", nargs="*", help="rows to run: ours-jax ours-torch hf kerashub-jax kerashub-torch"
     )
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--models", nargs="*", default=["bert"], choices=sorted(FAMILIES))
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
     args = parser.parse_args()
 
     if args.worker:
+        _use_family(args.models[0])
         result = WORKERS[args.worker](args.dtype, args.warmup, args.repeats)
         print(json.dumps(result if isinstance(result, dict) else {"seq_per_s": result}))
         return
@@ -216,32 +242,38 @@ def main():
     if args.only:
         rows = [r for r in rows if f"{r[0]}-{r[1]}" in args.only or r[0] in args.only]
     results = {}
-    for dtype in ("float32", "bfloat16"):
-        for kind, backend in rows:
-            res = run_worker(kind, backend, dtype, args.warmup, args.repeats)
-            print(f"  {kind}-{backend:9s} {dtype:9s} {res}", file=sys.stderr, flush=True)
-            if kind == "pair" and "error" not in res:
-                results[("hf-torch*", dtype)] = {"seq_per_s": res["hf"]}
-                results[("ours-torch*", dtype)] = {"seq_per_s": res["ours"]}
-            else:
-                results[(f"{kind}-{backend}", dtype)] = res
+    for family in args.models:
+        for dtype in args.dtypes:
+            for kind, backend in rows:
+                if kind == "kerashub" and family != "bert":
+                    continue  # keras-hub anchors the BERT rows only
+                res = run_worker(kind, backend, dtype, args.warmup, args.repeats, family)
+                print(
+                    f"  {family} {kind}-{backend:9s} {dtype:9s} {res}", file=sys.stderr, flush=True
+                )
+                if kind == "pair" and "error" not in res:
+                    results[(family, "hf-torch*", dtype)] = {"seq_per_s": res["hf"]}
+                    results[(family, "ours-torch*", dtype)] = {"seq_per_s": res["ours"]}
+                else:
+                    results[(family, f"{kind}-{backend}", dtype)] = res
 
     print(
-        f"\nBERT-base forward, batch {BATCH} x {SEQ}, {THREADS} threads "
-        f"(seq/s; ratio = ours / HF transformers same dtype; * = same process, alternating)"
+        f"\nEncoder forward (base size), batch {BATCH} x {SEQ}, {THREADS} threads "
+        f"(seq/s; ratio = ours / HF transformers same model and dtype; "
+        f"* = same process, alternating)"
     )
-    print(f"{'implementation':16s} {'dtype':9s} {'seq/s':>8s} {'vs HF':>7s}")
-    for (label, dtype), res in results.items():
+    print(f"{'model':9s} {'implementation':16s} {'dtype':9s} {'seq/s':>8s} {'vs HF':>7s}")
+    for (family, label, dtype), res in results.items():
         anchor = "hf-torch*" if label.endswith("*") else "hf-torch"
-        hf = results.get((anchor, dtype), {}).get("seq_per_s")
+        hf = results.get((family, anchor, dtype), {}).get("seq_per_s")
         if "error" in res:
-            print(f"{label:16s} {dtype:9s} {'n/a':>8s}  ({res['error'][:80]})")
+            print(f"{family:9s} {label:16s} {dtype:9s} {'n/a':>8s}  ({res['error'][:80]})")
             continue
         ratio = f"{res['seq_per_s'] / hf:6.2f}x" if hf else "   n/a"
-        print(f"{label:16s} {dtype:9s} {res['seq_per_s']:8.2f} {ratio:>7s}")
+        print(f"{family:9s} {label:16s} {dtype:9s} {res['seq_per_s']:8.2f} {ratio:>7s}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({f"{k[0]}/{k[1]}": v for k, v in results.items()}, f, indent=1)
+            json.dump({"/".join(k): v for k, v in results.items()}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""Optimizers of bert4keras on Keras 3 (`bert4keras.optimizers`).
+
+Base optimizers: `Adam` (bert4keras' variant: epsilon after bias correction),
+`AdaFactor` and `AdaX`; any `keras.optimizers` class works as a base too.
+
+Factories `extend_with_xxx(BaseOptimizer, name=None)` return a new optimizer
+class adding one feature; they stack:
+
+>>> OPT = extend_with_weight_decay(Adam)
+>>> OPT = extend_with_layer_adaptation(OPT)          # LAMB
+>>> OPT = extend_with_piecewise_linear_lr(OPT)
+>>> OPT = extend_with_gradient_accumulation(OPT, name="LAMBLRG")
+>>> opt = OPT(learning_rate=1e-3, weight_decay_rate=0.01,
+...           exclude_from_weight_decay=["Norm", "bias"],
+...           exclude_from_layer_adaptation=["Norm", "bias"],
+...           lr_schedule={1000: 1.0, 100000: 0.0}, grad_accum_steps=4)
+
+Saving: every class is registered with Keras under "kerasformers>NAME", where
+NAME is the `name` given to the factory (default "<Base>With<Feature>"). A
+model compiled with one saves as `.keras` with its optimizer state. To load it
+in a new process, import `kerasformers.optimizers` (enough for the classes
+defined here, e.g. `AdamW`) and, for classes built in your own script, run the
+same factory calls with the same names before `keras.saving.load_model`, as
+bert4keras needed them in `custom_objects`.
+"""
+
+from kerasformers._optimizers_base import AdaFactor, Adam, AdaX
+from kerasformers._optimizers_extend import (
+    extend_with_gradient_accumulation,
+    extend_with_layer_adaptation,
+    extend_with_parameter_wise_lr,
+    extend_with_piecewise_linear_lr,
+    extend_with_weight_decay,
+)
+from kerasformers._optimizers_state import (
+    extend_with_exponential_moving_average,
+    extend_with_lazy_optimization,
+    extend_with_lookahead,
+)
+from kerasformers.backend import piecewise_linear
+
+# The combinations bert4keras' examples define, ready-made and registered.
+AdamW = extend_with_weight_decay(Adam, "AdamW")
+AdamLR = extend_with_piecewise_linear_lr(Adam, "AdamLR")
+AdamGA = extend_with_gradient_accumulation(Adam, "AdamGA")
+AdamLA = extend_with_lookahead(Adam, "AdamLA")
+AdamLO = extend_with_lazy_optimization(Adam, "AdamLO")
+AdamLazy = AdamLO
+AdamEMA = extend_with_exponential_moving_average(Adam, "AdamEMA")
+AdamWLR = extend_with_piecewise_linear_lr(AdamW, "AdamWLR")
+AdamWG = extend_with_gradient_accumulation(AdamW, "AdamWG")
+LAMB = extend_with_layer_adaptation(AdamW, "LAMB")
+
+__all__ = [
+    "AdaFactor",
+    "Adam",
+    "AdamEMA",
+    "AdamGA",
+    "AdamLA",
+    "AdamLO",
+    "AdamLR",
+    "AdamLazy",
+    "AdamW",
+    "AdamWG",
+    "AdamWLR",
+    "AdaX",
+    "LAMB",
+    "extend_with_exponential_moving_average",
+    "extend_with_gradient_accumulation",
+    "extend_with_layer_adaptation",
+    "extend_with_lazy_optimization",
+    "extend_with_lookahead",
+    "extend_with_parameter_wise_lr",
+    "extend_with_piecewise_linear_lr",
+    "extend_with_weight_decay",
+    "piecewise_linear",
+]

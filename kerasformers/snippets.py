@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kerasformers._parallel import ParallelApplyError, parallel_apply, parallel_apply_generator
+from kerasformers._viterbi import ViterbiDecoder
 
 if TYPE_CHECKING:  # imported lazily by __getattr__ below
     from kerasformers._data_generator import DataGenerator, DataGeneratorDataset
@@ -25,6 +26,7 @@ __all__ = [
     "DataGenerator",
     "DataGeneratorDataset",
     "ParallelApplyError",
+    "ViterbiDecoder",
     "convert_to_str",
     "convert_to_unicode",
     "delete_arguments",

@@ -5,9 +5,24 @@ import inspect
 from kerasformers.models.albert import ALBERT, ALBERT_Unshared
 from kerasformers.models.bert import BERT, RoBERTa
 from kerasformers.models.electra import ELECTRA
+from kerasformers.models.gpt import GPT, GPT2, GPT2_ML
+from kerasformers.models.masks import (
+    APPLICATIONS,
+    AttentionBias,
+    adds_mlm_head,
+    atrous_mask,
+    check_application,
+    extend_with_language_model,
+    extend_with_unified_language_model,
+    lm_mask,
+    local_mask,
+    sparse_mask,
+    unilm_mask,
+)
 from kerasformers.models.nezha import NEZHA
 from kerasformers.models.roformer import RoFormer, RoFormerV2
 from kerasformers.models.transformer import (
+    FusedPart,
     Transformer,
     WeightLoadingError,
     load_config,
@@ -24,9 +39,10 @@ MODELS = {
     "electra": ELECTRA,
     "roformer": RoFormer,
     "roformer_v2": RoFormerV2,
+    "gpt": GPT,
+    "gpt2": GPT2,
+    "gpt2_ml": GPT2_ML,
 }
-
-APPLICATIONS = ("encoder",)
 
 
 def _accepted_arguments(cls):
@@ -55,7 +71,12 @@ def build_transformer_model(
         checkpoint_path: Google TF checkpoint prefix, *.safetensors,
             pytorch_model.bin, a Keras *.weights.h5, or a directory holding one.
         model: family name or a `Transformer` subclass; one of `MODELS`.
-        application: "encoder" (the LM and UniLM applications are not built yet).
+        application: the attention mask of every layer: "encoder" (none), "lm"
+            (causal; turns on the MLM head as bert4keras did), "unilm" (UniLM's
+            seq2seq mask from the segment ids; also turns on the MLM head), or a
+            callable `fn(inputs) -> additive bias` (see
+            `kerasformers.models.masks`). The gpt* models are always "lm" (or
+            "unilm" for gpt, which has segments).
         return_keras_model: return the keras.Model (default) or the builder.
         **kwargs: builder arguments overriding the config (with_pool, with_mlm,
             keep_tokens, segment_vocab_size, dropout_rate, ...).
@@ -76,10 +97,7 @@ def build_transformer_model(
         cls = model
     else:
         raise TypeError(f"model must be a name or a Transformer subclass, got {model!r}")
-    if application not in APPLICATIONS:
-        raise ValueError(
-            f"application {application!r} is not available; supported: {list(APPLICATIONS)}"
-        )
+    application = check_application(application)
 
     accepted = _accepted_arguments(cls)
     unknown = sorted(set(kwargs) - accepted)
@@ -91,7 +109,11 @@ def build_transformer_model(
     # Keys of the config file the builder does not take (pooler_* of the Chinese
     # release, HF's architectures, ...) are ignored, as bert4keras did.
     configs = {k: v for k, v in translate_config(load_config(config_path)).items() if k in accepted}
+    configs.pop("application", None)  # chosen by the caller, never by a config file
     configs.update(kwargs)
+    if application in ("lm", "unilm") and adds_mlm_head(cls):
+        configs["with_mlm"] = configs.get("with_mlm") or True
+    configs["application"] = application
     try:
         transformer = cls(**configs)
     except TypeError as err:
@@ -107,8 +129,14 @@ def build_transformer_model(
 __all__ = [
     "ALBERT",
     "ALBERT_Unshared",
+    "APPLICATIONS",
+    "AttentionBias",
     "BERT",
     "ELECTRA",
+    "FusedPart",
+    "GPT",
+    "GPT2",
+    "GPT2_ML",
     "NEZHA",
     "RoFormer",
     "RoFormerV2",
@@ -116,5 +144,12 @@ __all__ = [
     "RoBERTa",
     "Transformer",
     "WeightLoadingError",
+    "atrous_mask",
     "build_transformer_model",
+    "extend_with_language_model",
+    "extend_with_unified_language_model",
+    "lm_mask",
+    "local_mask",
+    "sparse_mask",
+    "unilm_mask",
 ]

@@ -10,6 +10,7 @@ A family overrides the template methods `get_inputs`, `apply_embeddings`,
 import json
 import os
 import re
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -17,6 +18,7 @@ from keras import ops
 
 from kerasformers import checkpoints
 from kerasformers.backend import recompute_enabled
+from kerasformers.models.masks import AttentionBias, check_application
 
 # Foreign config keys -> our (bert4keras) argument names. The one place they are
 # translated (STYLE.md rule 6); a key already given in our spelling wins.
@@ -26,6 +28,16 @@ CONFIG_KEY_ALIASES = {
     "max_position_embeddings": "max_position",
     "type_vocab_size": "segment_vocab_size",
     "layer_norm_eps": "layer_norm_epsilon",
+    # OpenAI GPT / GPT-2 (HF config.json)
+    "n_embd": "hidden_size",
+    "n_layer": "num_hidden_layers",
+    "n_head": "num_attention_heads",
+    "n_inner": "intermediate_size",
+    "n_positions": "max_position",
+    "activation_function": "hidden_act",
+    "afn": "hidden_act",
+    "resid_pdrop": "dropout_rate",
+    "attn_pdrop": "attention_dropout_rate",
 }
 
 
@@ -45,7 +57,32 @@ def translate_config(config):
     if out.get("model_type") == "roberta" and "max_position" in out:
         # HF RoBERTa reserves the first padding_idx + 1 = 2 rows of its table.
         out["max_position"] -= 2
+    if out.get("model_type") == "openai-gpt":
+        # HF OpenAI GPT: afn "gelu" is the tanh form, and token types are looked
+        # up in the token table (CDial-GPT feeds speaker tokens through them).
+        if out.get("hidden_act") == "gelu":
+            out["hidden_act"] = "gelu_new"
+        out.setdefault("shared_segment_embeddings", True)
     return out
+
+
+class FusedPart(NamedTuple):
+    """Mapping hook: the variable is slice `index` of `count` equal slices of one
+    checkpoint tensor along `axis` (GPT-2's c_attn holds q, k and v side by side).
+
+    Loading applies the named hook `hook` (if any) to the whole tensor, then
+    slices; saving concatenates the parts written under that name in index
+    order, then applies `save_<hook>`.
+
+    Example:
+        >>> [("h.0.attn.c_attn.weight", FusedPart(0, 3)),  # query kernel
+        ...  ("h.0.attn.c_attn.bias", FusedPart(0, 3))]    # query bias
+    """
+
+    index: int
+    count: int
+    axis: int = -1
+    hook: str | None = None
 
 
 class WeightLoadingError(ValueError):
@@ -80,6 +117,9 @@ class Transformer:
         recompute: gradient checkpointing of the attention, feed-forward and
             norm layers while training (less memory, one more forward); None
             reads the RECOMPUTE environment variable when the model is built.
+        application: the attention mask shared by all layers: "encoder" (none),
+            "lm" (causal), "unilm" (seq2seq from segment ids) or a callable
+            `fn(inputs) -> additive bias` (see `kerasformers.models.masks`).
     """
 
     # Checkpoint names that are never weights (buffers, optimizer state): unused
@@ -120,6 +160,7 @@ class Transformer:
         prefix=None,
         name=None,
         recompute=None,
+        application="encoder",
     ):
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
@@ -151,6 +192,7 @@ class Transformer:
         self.prefix = prefix or ""
         self.name = name
         self.recompute = recompute_enabled() if recompute is None else bool(recompute)
+        self.application = check_application(application)
         self.layers = {}
         self.attention_bias = None
         self.defer_initialization = False
@@ -233,8 +275,30 @@ class Transformer:
         raise NotImplementedError
 
     def compute_attention_bias(self, inputs=None):
-        """Additive attention bias shared by all layers (LM/UniLM masks); None here."""
-        return None
+        """Additive attention bias shared by all layers: the `application`'s mask.
+
+        None for an encoder; otherwise the output of an `AttentionBias` layer
+        ("Attention-LM-Mask", "Attention-UniLM-Mask" or "Attention-Mask" for a
+        callable) computed from the model inputs.
+        """
+        if self.application == "encoder":
+            return None
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        if self.application == "unilm":
+            segment = self.prefix + "Input-Segment"
+            if len(inputs) < 2 or getattr(inputs[1], "name", None) != segment:
+                raise ValueError(
+                    f"application='unilm' needs segment ids (the {segment!r} input) to tell "
+                    f"source from target, but {type(self).__name__} has none here "
+                    "(segment_vocab_size=0, or a model without segments)"
+                )
+        names = {"lm": "Attention-LM-Mask", "unilm": "Attention-UniLM-Mask"}
+        return self.apply(
+            inputs,
+            AttentionBias,
+            application=self.application,
+            name=names.get(self.application, "Attention-Mask"),
+        )
 
     def padding_mask(self, token_ids):
         """(batch, seq) mask of real tokens: positions holding `pad_token_id` are 0."""
@@ -275,6 +339,22 @@ class Transformer:
     @staticmethod
     def _split_entry(entry):
         return (entry, None) if isinstance(entry, str) else tuple(entry)
+
+    def _load_hooked(self, value, hook):
+        """Applies an entry's load hook (a name or a FusedPart) to a checkpoint tensor."""
+        if isinstance(hook, FusedPart):
+            if hook.hook:
+                value = getattr(self, f"load_{hook.hook}")(value)
+            size = value.shape[hook.axis]
+            if size % hook.count:
+                raise ValueError(
+                    f"axis {hook.axis} has length {size}, which does not split into "
+                    f"{hook.count} equal parts"
+                )
+            return np.split(value, hook.count, axis=hook.axis)[hook.index]
+        if hook:
+            return getattr(self, f"load_{hook}")(value)
+        return value
 
     def _hf_key(self, name):
         if self.hf_prefix and name.startswith(self.hf_prefix):
@@ -337,6 +417,7 @@ class Transformer:
                 convention, resolved = self._choose_mapping(names)
             problems = []
             used, assigned = set(), set()
+            fused_cache = (None, None)
             for layer_name, entries in resolved.items():
                 layer_name = self.prefix + layer_name
                 if layer_name not in self.layers:
@@ -356,9 +437,18 @@ class Transformer:
                         )
                         continue
                     used.add(found)
-                    value = reader.get(found)
-                    if hook:
-                        value = getattr(self, f"load_{hook}")(value)
+                    if isinstance(hook, FusedPart):
+                        # Parts of one fused tensor come in a row: read it once.
+                        if fused_cache[0] != found:
+                            fused_cache = (found, reader.get(found))
+                        value = fused_cache[1]
+                    else:
+                        value = reader.get(found)
+                    try:
+                        value = self._load_hooked(value, hook)
+                    except ValueError as err:
+                        problems.append(f"tensor {found!r} for {variable.path}: {err}")
+                        continue
                     if tuple(value.shape) != tuple(variable.shape):
                         problems.append(
                             f"tensor {found!r} has shape {tuple(value.shape)} but "
@@ -430,7 +520,13 @@ class Transformer:
                 f"cannot save as {format}: the mapping has no names for layer(s) {unmapped}; "
                 "pass `mapping` (or choose the other format)"
             )
-        tensors = {}
+
+        def finish(value):
+            if dtype is not None and np.issubdtype(value.dtype, np.floating):
+                value = value.astype(dtype)
+            return np.ascontiguousarray(value)
+
+        tensors, fused = {}, {}
         for layer_name, entries in mapping.items():
             layer_name = self.prefix + layer_name
             if layer_name not in self.layers:
@@ -438,15 +534,34 @@ class Transformer:
             for variable, entry in zip(self.layers[layer_name].weights, entries, strict=True):
                 name, hook = self._split_entry(entry)
                 value = keras.ops.convert_to_numpy(variable)
+                if isinstance(hook, FusedPart):
+                    fused.setdefault(name, {})[hook.index] = (hook, value)
+                    continue
                 if hook:
                     value = getattr(self, f"save_{hook}")(value)
-                if dtype is not None and np.issubdtype(value.dtype, np.floating):
-                    value = value.astype(dtype)
-                tensors[name] = np.ascontiguousarray(value)
+                tensors[name] = finish(value)
+        for name, parts in fused.items():
+            value = _fuse_parts(name, parts)
+            hook = parts[0][0].hook
+            if hook:
+                value = getattr(self, f"save_{hook}")(value)
+            tensors[name] = finish(value)
         directory = os.path.dirname(str(filename))
         if directory:
             os.makedirs(directory, exist_ok=True)
         return checkpoints.save_checkpoint(tensors, str(filename), format=format)
+
+
+def _fuse_parts(name, parts):
+    """Concatenates {index: (FusedPart, value)} back into one tensor."""
+    hook = next(iter(parts.values()))[0]
+    missing = sorted(set(range(hook.count)) - set(parts))
+    if missing:
+        raise ValueError(
+            f"cannot save fused tensor {name!r}: the mapping writes parts {sorted(parts)} "
+            f"of {hook.count} but not {missing}"
+        )
+    return np.concatenate([parts[i][1] for i in range(hook.count)], axis=hook.axis)
 
 
 def load_config(config_path):

@@ -1,5 +1,7 @@
 """Random tiny HF models with non-trivial weights, for parity tests."""
 
+import re
+
 import numpy as np
 
 torch = None
@@ -23,7 +25,9 @@ def perturb_(model, seed=0):
         for name, param in model.named_parameters():
             if "embed_positions" in name:
                 continue  # RoFormer's fixed sinusoidal table
-            if name.endswith(("LayerNorm.weight", "layer_norm.weight")):
+            if name.endswith(("LayerNorm.weight", "layer_norm.weight")) or re.search(
+                r"(^|\.)ln_(\d+|f)\.weight$", name
+            ):  # GPT / GPT-2 name them ln_1, ln_2, ln_f
                 param.copy_(torch.rand(param.shape, generator=gen) + 0.5)
             else:
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.2)

@@ -472,13 +472,23 @@ def recompute_grad(call):
     the gradients equal those without checkpointing. jax: `jax.checkpoint`;
     torch: `torch.utils.checkpoint` (non-reentrant); tensorflow:
     `tf.recompute_grad`. In inference (`training` false, or torch with
-    autograd off) the call runs as it is, at no cost.
+    autograd off) the call runs as it is, at no cost. On jax with the CPU
+    compiler it saves no memory: XLA's CPU pipeline drops the optimization
+    barriers of `jax.checkpoint` and merges the recomputation back.
 
     It is on for a layer whose `recompute` attribute is True (the model
     builders set it from their `recompute` argument), or, when the layer has no
     such attribute, if the environment variable RECOMPUTE=1 is set. Keras
     passes `training` to the decorated call even if the wrapped one does not
-    take it.
+    take it. (tf.recompute_grad has no second derivatives: on TensorFlow the
+    gradient penalty of `kerasformers.training` runs without it.)
+
+    Example:
+        >>> class Block(keras.layers.Layer):
+        ...     @recompute_grad
+        ...     def call(self, inputs):
+        ...         return self.o_dense(ops.gelu(self.i_dense(inputs)))
+        >>> model = build_transformer_model(config, recompute=True)  # or RECOMPUTE=1
 
     Reference:
         https://arxiv.org/abs/1604.06174
@@ -494,7 +504,7 @@ def recompute_grad(call):
         enabled = getattr(self, "recompute", None)
         if enabled is None:
             enabled = recompute_enabled()
-        if not (enabled and training):
+        if not (enabled and training) or _RECOMPUTE_SUSPENDED:
             return call(self, *args, **kwargs)
         recompute = _RECOMPUTE.get(keras.backend.backend())
         if recompute is None:  # a backend without autodiff (numpy)
@@ -515,6 +525,12 @@ def _replaying(layer, call):
     """`call` that, from its second run on (the recomputation), replays the
     layer's random state: non-trainable variables (dropout seed generators) are
     set back to their values before the first run, and restored after."""
+    # Keras has no public handle on it: the mixed-precision autocast scope the
+    # layer's __call__ opened is gone by the backward pass, so re-open it.
+    from keras.src.backend import AutocastScope, get_autocast_scope
+
+    scope = get_autocast_scope()
+    autocast_dtype = None if scope is None else scope.dtype
     states = [v for v in layer.variables if not v.trainable]
     before = [ops.copy(v.value) for v in states]
     runs = []
@@ -527,7 +543,8 @@ def _replaying(layer, call):
         for variable, value in zip(states, before, strict=True):
             variable.assign(value)
         try:
-            return call(layer, *args, **kwargs)
+            with AutocastScope(autocast_dtype):
+                return call(layer, *args, **kwargs)
         finally:
             for variable, value in zip(states, after, strict=True):
                 variable.assign(value)
@@ -594,6 +611,10 @@ def _recompute_tensorflow(call, layer, args, kwargs):
     floats = [leaf for leaf, f in zip(leaves, is_float, strict=True) if f]
     return tf.recompute_grad(inner)(*floats)
 
+
+# Set while tracing a TensorFlow double backward: tf.recompute_grad has no
+# second derivatives, so the gradient penalty runs without checkpointing there.
+_RECOMPUTE_SUSPENDED = []
 
 _RECOMPUTE = {
     "jax": _recompute_jax,
@@ -699,7 +720,7 @@ def _eager_embedding_step(model, table, method, epsilon, backend):
 
         no_grad, norm = torch.no_grad, torch.linalg.vector_norm
         # The double backward of the penalty needs attention made of plain ops.
-        attention_for_penalty = functools.partial(sdpa_kernel, [SDPBackend.MATH])
+        penalty_context = functools.partial(sdpa_kernel, [SDPBackend.MATH])
 
         def gradients(x, y, sample_weight, penalty=False):
             y_pred, loss = _forward(model, x, y, sample_weight)
@@ -714,7 +735,7 @@ def _eager_embedding_step(model, table, method, epsilon, backend):
         import tensorflow as tf
 
         no_grad, norm = contextlib.nullcontext, tf.norm
-        attention_for_penalty = contextlib.nullcontext
+        penalty_context = _recompute_suspended
 
         def gradients(x, y, sample_weight, penalty=False):
             with tf.GradientTape() as tape:
@@ -748,7 +769,7 @@ def _eager_embedding_step(model, table, method, epsilon, backend):
                     table.assign(original)  # exactly back, not original + delta - delta
             grads = [_add(a, b) for a, b in zip(grads, adv_grads, strict=True)]
         else:
-            with attention_for_penalty():
+            with penalty_context():
                 y_pred, loss, grads = gradients(x, y, sample_weight, penalty=True)
         batch = ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
         model._loss_tracker.update_state(ops.stop_gradient(loss), sample_weight=batch)
@@ -757,6 +778,15 @@ def _eager_embedding_step(model, table, method, epsilon, backend):
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return train_step
+
+
+@contextlib.contextmanager
+def _recompute_suspended():
+    _RECOMPUTE_SUSPENDED.append(None)
+    try:
+        yield
+    finally:
+        _RECOMPUTE_SUSPENDED.pop()
 
 
 def _add(a, b):

@@ -159,6 +159,17 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
+def _sinusoid(positions, dim):
+    """(2D float positions) -> (..., dim): [sin(p*w_0), cos(p*w_0), sin(p*w_1), ...],
+    w_i = 10000^(-2i/dim)."""
+    freqs = ops.power(10000.0, -2.0 * ops.arange(dim // 2, dtype="float32") / dim)
+    # (a, b) x (dim/2,) -> (a, b, dim/2)
+    angles = ops.einsum("ab,d->abd", positions, freqs)
+    # (a, b, dim/2, 2) -> (a, b, dim), interleaved sin/cos
+    table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
+    return ops.reshape(table, ops.shape(positions) + (dim,))
+
+
 @keras.saving.register_keras_serializable(package="kerasformers")
 class SinusoidalPositionEmbedding(keras.layers.Layer):
     """Fixed sine/cosine position embedding, merged into its input.
@@ -198,15 +209,7 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
             position_ids = ops.cast(position_ids, "float32")
         else:
             position_ids = ops.arange(ops.shape(inputs)[1], dtype="float32")[None]
-        # (1|batch, seq) x (dim/2,) -> (1|batch, seq, dim/2)
-        freqs = ops.power(
-            10000.0, -2.0 * ops.arange(self.output_dim // 2, dtype="float32") / self.output_dim
-        )
-        angles = ops.einsum("bn,d->bnd", position_ids, freqs)
-        # (1|batch, seq, dim/2, 2) -> (1|batch, seq, dim), interleaved sin/cos
-        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
-        table = ops.reshape(table, ops.shape(angles)[:2] + (self.output_dim,))
-        table = ops.cast(table, self.compute_dtype)
+        table = ops.cast(_sinusoid(position_ids, self.output_dim), self.compute_dtype)
         return _merge(inputs, table, self.merge_mode, self.output_dim)
 
     def compute_output_shape(self, input_shape):
@@ -270,14 +273,7 @@ class RelativePositionEmbedding(keras.layers.Layer):
         # (q_len, k_len) offset rows in [0, input_dim)
         rows = ops.clip(k_idx[None, :] - q_idx[:, None], -max_distance, max_distance)
         rows = ops.cast(rows + max_distance, "float32")
-        freqs = ops.power(
-            10000.0, -2.0 * ops.arange(self.output_dim // 2, dtype="float32") / self.output_dim
-        )
-        # (q_len, k_len, dim/2, 2) -> (q_len, k_len, dim), interleaved sin/cos
-        angles = rows[:, :, None] * freqs
-        table = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
-        table = ops.reshape(table, ops.shape(rows) + (self.output_dim,))
-        return ops.cast(table, self.compute_dtype)
+        return ops.cast(_sinusoid(rows, self.output_dim), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][1], input_shape[1][1], self.output_dim)

@@ -101,12 +101,13 @@ class BERT(Transformer):
             )
         return inputs
 
-    def apply_embeddings(self, inputs):
+    def sum_embeddings(self, inputs):
+        """Token (+ segment) + position embeddings, before any norm or dropout."""
         inputs = list(inputs)
         x = inputs.pop(0)
         s = inputs.pop(0) if self.segment_vocab_size > 0 else None
         self.position_ids = inputs.pop(0) if self.custom_position_ids else None
-        self.token_mask = self.padding_mask(x)  # (batch, seq), used by every attention
+        self.token_mask = self.padding_mask(x)
 
         x = self.apply(
             x,
@@ -129,7 +130,10 @@ class BERT(Transformer):
                     name="Embedding-Segment",
                 )
             x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
-        x = self.apply_position_embeddings(x)
+        return self.apply_position_embeddings(x)
+
+    def apply_embeddings(self, inputs):
+        x = self.sum_embeddings(inputs)
         x = self.apply(x, LayerNormalization, **self.norm_arguments(), name="Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.embedding_size != self.hidden_size:

@@ -103,37 +103,6 @@ class GPT(BERT):
         self.final_activation = final_activation
         self.tie_word_embeddings = tie_word_embeddings
 
-    def sum_embeddings(self, inputs):
-        """Token (+ segment) + position embeddings, before any norm or dropout."""
-        inputs = list(inputs)
-        x = inputs.pop(0)
-        s = inputs.pop(0) if self.segment_vocab_size > 0 else None
-        self.position_ids = inputs.pop(0) if self.custom_position_ids else None
-        self.token_mask = self.padding_mask(x)
-
-        x = self.apply(
-            x,
-            Embedding,
-            input_dim=self.vocab_size,
-            output_dim=self.embedding_size,
-            embeddings_initializer=self.initializer,
-            name="Embedding-Token",
-        )
-        if s is not None:
-            if self.shared_segment_embeddings:
-                s = self.apply(s, name="Embedding-Token", layer=Embedding)
-            else:
-                s = self.apply(
-                    s,
-                    Embedding,
-                    input_dim=self.segment_vocab_size,
-                    output_dim=self.embedding_size,
-                    embeddings_initializer=self.initializer,
-                    name="Embedding-Segment",
-                )
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
-        return self.apply_position_embeddings(x)
-
     def apply_embeddings(self, inputs):
         x = self.sum_embeddings(inputs)
         return self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")

@@ -87,30 +87,7 @@ class RoFormerV2(RoFormer):
         }
 
     def apply_embeddings(self, inputs):
-        inputs = list(inputs)
-        x = inputs.pop(0)
-        s = inputs.pop(0) if self.segment_vocab_size > 0 else None
-        self.position_ids = inputs.pop(0) if self.custom_position_ids else None
-        self.token_mask = self.padding_mask(x)
-
-        x = self.apply(
-            x,
-            Embedding,
-            input_dim=self.vocab_size,
-            output_dim=self.embedding_size,
-            embeddings_initializer=self.initializer,
-            name="Embedding-Token",
-        )
-        if s is not None:
-            s = self.apply(
-                s,
-                Embedding,
-                input_dim=self.segment_vocab_size,
-                output_dim=self.embedding_size,
-                embeddings_initializer=self.initializer,
-                name="Embedding-Segment",
-            )
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+        x = self.sum_embeddings(inputs)  # token (+ segment); no absolute positions
         x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         x = self.apply(x, LayerNormalization, **self.norm_arguments(), name="Embedding-Norm")
         if self.embedding_size != self.hidden_size:

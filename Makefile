@@ -48,4 +48,6 @@ test-tf:
 	$(PYTHON) -m venv $(VENV_TF)
 	$(VENV_TF)/bin/python -m pip install --quiet -e ".[tensorflow]" pytest
 	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python -m pytest -q tests/test_layers.py \
-		tests/test_models.py tests/test_precision.py tests/test_snippets.py
+		tests/test_models.py tests/test_precision.py tests/test_snippets.py \
+		tests/test_backend_ops.py tests/test_recompute.py tests/test_adversarial.py \
+		tests/test_masks.py tests/test_gpt.py tests/test_families.py tests/test_layers_positions.py

@@ -186,11 +186,18 @@ class BERT(Transformer):
     def apply_main_layers(self, inputs, index):
         attention_name = f"{self.block_name(index)}-MultiHeadSelfAttention"
         feed_forward_name = f"{self.block_name(index)}-FeedForward"
-        if self.position_bias is None:
-            self.position_bias = self.compute_position_bias(inputs)
+        x = self.apply_self_attention(inputs, attention_name)
+        x = self.apply_residual(inputs, x, attention_name)
+        return self.apply_residual(
+            x, self.apply_feed_forward(x, feed_forward_name), feed_forward_name
+        )
 
+    def apply_self_attention(self, x, name):
+        """One block's self-attention: positions, masks and RealFormer scores included."""
+        if self.position_bias is None:
+            self.position_bias = self.compute_position_bias(x)
         x = self.apply(
-            [inputs, inputs, inputs],
+            [x, x, x],
             self.attention_layer,
             arguments=self.attention_arguments(),
             heads=self.num_attention_heads,
@@ -201,23 +208,23 @@ class BERT(Transformer):
             attention_dropout=self.attention_dropout_rate,
             return_attention_logits=self.residual_attention_scores,
             kernel_initializer=self.initializer,
-            name=attention_name,
+            name=name,
         )
         if self.residual_attention_scores:
             x, self.attention_scores = x
-        x = self.apply_residual(inputs, x, attention_name)
+        return x
 
-        xi = x
-        x = self.apply(
+    def apply_feed_forward(self, x, name):
+        """One block's feed-forward network."""
+        return self.apply(
             x,
             FeedForward,
             units=self.intermediate_size,
             activation=self.hidden_act,
             use_bias=self.use_bias,
             kernel_initializer=self.initializer,
-            name=feed_forward_name,
+            name=name,
         )
-        return self.apply_residual(xi, x, feed_forward_name)
 
     def apply_residual(self, inputs, branch, name):
         """Post-LN block tail: dropout on the branch, residual add, LayerNorm."""

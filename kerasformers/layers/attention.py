@@ -9,6 +9,7 @@ from kerasformers.backend import (
     dot_product_attention,
     infinity,
     recompute_grad,
+    update_cache,
 )
 
 
@@ -23,6 +24,14 @@ class MultiHeadAttention(keras.layers.Layer):
     RealFormer's residual scores come in through it. Families with another
     position scheme override `apply_position_encoding` (rotate q/k),
     `position_scores` (add to logits) or `position_values` (add to the output).
+
+    Cached generation (`kerasformers.generation`) passes `cache=(keys, values)`,
+    per-head projected (batch, cache_len, heads, size) tensors: with
+    `cache_index`, the new tokens' keys/values are written into them at that
+    position (in place where the backend allows) and the queries attend to the
+    whole cache (the bias masks unwritten slots); without it the cache is
+    final (cross-attention) and `k`/`v` are not projected again. The call then
+    returns the updated cache last.
 
     Args:
         heads: number of heads.
@@ -115,15 +124,25 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_bias=None,
         position_inputs=None,
         training=None,
+        cache=None,
+        cache_index=None,
     ):
         q, k, v = inputs[:3]
         batch = ops.shape(q)[0]
         # (batch, len, heads, size)
         # Sub-layers run through `dense` (no __call__ overhead, fused on torch).
         qw = ops.reshape(dense(self.q_dense, q), (batch, -1, self.heads, self.key_size))
-        kw = ops.reshape(dense(self.k_dense, k), (batch, -1, self.heads, self.key_size))
-        vw = ops.reshape(dense(self.v_dense, v), (batch, -1, self.heads, self.head_size))
-        qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
+        if cache is not None and cache_index is None:
+            # Final cache (cross-attention): keys/values were projected once.
+            kw, vw = cache
+        else:
+            kw = ops.reshape(dense(self.k_dense, k), (batch, -1, self.heads, self.key_size))
+            vw = ops.reshape(dense(self.v_dense, v), (batch, -1, self.heads, self.head_size))
+            qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
+            if cache is not None:
+                # (batch, cache_len, heads, size), the new tokens written at cache_index
+                kw = update_cache(cache[0], cache_index, kw)
+                vw = update_cache(cache[1], cache_index, vw)
 
         bias = self._combined_bias(qw, kw, attention_mask, attention_bias, position_inputs)
         needs_probs = (
@@ -150,7 +169,17 @@ class MultiHeadAttention(keras.layers.Layer):
             extras.append(probs)
         if self.return_attention_logits:
             extras.append(logits)
+        if cache is not None:
+            extras.append((kw, vw))
         return (out, *extras) if extras else out
+
+    def project_key_value(self, k, v):
+        """Per-head keys and values (batch, len, heads, size) of `k` / `v`: the
+        final cache of a cross-attention layer, computed once per generation."""
+        batch = ops.shape(k)[0]
+        kw = ops.reshape(dense(self.k_dense, k), (batch, -1, self.heads, self.key_size))
+        vw = ops.reshape(dense(self.v_dense, v), (batch, -1, self.heads, self.head_size))
+        return kw, vw
 
     def _combined_bias(self, qw, kw, attention_mask, attention_bias, position_inputs):
         """Sums every additive term into one (batch|1, heads|1, q_len, k_len) bias."""

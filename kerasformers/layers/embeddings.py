@@ -83,6 +83,9 @@ class PositionEmbedding(keras.layers.Layer):
         embeddings_initializer: initializer of the table.
         custom_position_ids: if True, call with `[x, position_ids]`.
 
+    Cached generation calls it as `layer(x, position_ids=ids)` with explicit
+    (1|batch, seq) ids (the positions of the new tokens) instead of 0..seq-1.
+
     Reference:
         Hierarchical decomposition: https://kexue.fm/archives/7947
     """
@@ -114,9 +117,10 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=self.embeddings_initializer,
         )
 
-    def call(self, inputs):
+    def call(self, inputs, position_ids=None):
         if self.custom_position_ids:
             inputs, position_ids = inputs
+        if position_ids is not None:
             position_ids = ops.cast(position_ids, "int32")
         else:
             seq_len = ops.shape(inputs)[1]
@@ -181,7 +185,8 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
     Args:
         output_dim: embedding width (even).
         merge_mode: "add", "mul", "zero" (return the table alone) or "concat".
-        custom_position_ids: if True, call with `[x, position_ids]`.
+        custom_position_ids: if True, call with `[x, position_ids]`; cached
+            generation instead passes `position_ids=` (1|batch, seq) to the call.
 
     Example:
         >>> pos = SinusoidalPositionEmbedding(64, merge_mode="zero")
@@ -203,9 +208,10 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
         self.merge_mode = merge_mode
         self.custom_position_ids = custom_position_ids
 
-    def call(self, inputs):
+    def call(self, inputs, position_ids=None):
         if self.custom_position_ids:
             inputs, position_ids = inputs
+        if position_ids is not None:
             position_ids = ops.cast(position_ids, "float32")
         else:
             position_ids = ops.arange(ops.shape(inputs)[1], dtype="float32")[None]
@@ -229,11 +235,19 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
         return config
 
 
+def _positions(explicit, x):
+    """1-D int32 positions: the explicit ones, or 0..len(x)-1."""
+    if explicit is not None:
+        return ops.cast(explicit, "int32")
+    return ops.arange(ops.shape(x)[1], dtype="int32")
+
+
 @keras.saving.register_keras_serializable(package="kerasformers")
 class RelativePositionEmbedding(keras.layers.Layer):
     """Fixed sinusoidal embedding of clipped relative positions (NEZHA's "functional" one).
 
-    Called on `[q, k]` (only their lengths matter), returns the (q_len, k_len,
+    Called on `[q, k]` (only their lengths matter; cached generation passes 1-D
+    `query_positions` / `key_positions` instead), returns the (q_len, k_len,
     output_dim) table whose entry (i, j) embeds clip(j - i, -m, m) with
     m = (input_dim - 1) // 2. Row r = clip(j - i) + m of the table is
     [sin(r*w_0), cos(r*w_0), sin(r*w_1), ...], w_k = 10000^(-2k/output_dim), which
@@ -265,11 +279,11 @@ class RelativePositionEmbedding(keras.layers.Layer):
         self.input_dim = input_dim
         self.output_dim = output_dim
 
-    def call(self, inputs):
+    def call(self, inputs, query_positions=None, key_positions=None):
         q, k = inputs[:2]
         max_distance = (self.input_dim - 1) // 2
-        q_idx = ops.arange(ops.shape(q)[1], dtype="int32")
-        k_idx = ops.arange(ops.shape(k)[1], dtype="int32")
+        q_idx = _positions(query_positions, q)
+        k_idx = _positions(key_positions, k)
         # (q_len, k_len) offset rows in [0, input_dim)
         rows = ops.clip(k_idx[None, :] - q_idx[:, None], -max_distance, max_distance)
         rows = ops.cast(rows + max_distance, "float32")

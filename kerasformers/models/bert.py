@@ -56,6 +56,8 @@ class BERT(Transformer):
 
     attention_layer = MultiHeadAttention
     use_bias = True
+    # The LM head's final activation, left out when generating (logits wanted).
+    lm_activation_layer = "MLM-Activation"
 
     hf_prefix = "bert."
     body_prefixes = ("bert/embeddings/", "bert/encoder/", "embeddings.", "encoder.")

@@ -48,6 +48,7 @@ class GPT(BERT):
     """
 
     always_lm_head = True
+    lm_activation_layer = "LM-Activation"
     hf_prefix = "transformer."
     body_prefixes = (
         "gpt/embeddings/",

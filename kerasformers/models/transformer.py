@@ -196,6 +196,7 @@ class Transformer:
         self.layers = {}
         self.attention_bias = None
         self.defer_initialization = False
+        self.decoding = None  # a DecodeState while generation runs a cached pass
         self.built = False
 
     # ------------------------------------------------------------------ building
@@ -212,6 +213,8 @@ class Transformer:
         outputs = self.apply_final_layers(outputs)
         self.set_outputs(outputs)
         self.model = keras.Model(self.inputs, self.output, name=self.name)
+        # generation (and users) get from the model back to its template methods
+        self.model._kf_builder = self
         self.built = True
         return self.model
 
@@ -222,6 +225,8 @@ class Transformer:
         """
         name = self.prefix + kwargs["name"]
         kwargs["name"] = name
+        if self.decoding is not None and inputs is not None:
+            return self.decoding.call(self.layers[name], inputs, arguments)
         if name not in self.layers:
             self.layers[name] = layer(**kwargs)
             if getattr(self.layers[name].call, "supports_recompute", False):
@@ -301,7 +306,12 @@ class Transformer:
         )
 
     def padding_mask(self, token_ids):
-        """(batch, seq) mask of real tokens: positions holding `pad_token_id` are 0."""
+        """(batch, seq) mask of real tokens: positions holding `pad_token_id` are 0.
+
+        None during a cached generation pass, whose bias already masks padding.
+        """
+        if self.decoding is not None:
+            return None
         return ops.not_equal(token_ids, self.pad_token_id)
 
     # ------------------------------------------------------------------ mappings

@@ -1,0 +1,89 @@
+"""Backend glue of cached generation: in-place cache writes and the compiled loop.
+
+The decode loop itself (`kerasformers.generation`) is plain `keras.ops`; only
+how a cache slot is written and how the loop is compiled differ per backend:
+
+- jax: the whole generation (prefill + `ops.while_loop`) is one `jax.jit`
+  function of the model's variable values (a `keras.StatelessScope` maps them),
+  traced once per (batch, prompt length, settings) and cached; the cache update
+  is `lax.dynamic_update_slice`, which XLA performs in place inside the loop.
+- torch: eager, under `torch.no_grad()`; the cache is written in place with
+  slice assignment (Keras' `slice_update` copies the whole cache every step).
+- tensorflow: eager, `ops.slice_update`.
+"""
+
+import keras
+from keras import ops
+
+
+def update_cache(cache, index, value):
+    """Writes `value` (batch, n, ...) into `cache` (batch, length, ...) at [:, index:index+n].
+
+    Returns the updated cache: the same tensor, modified in place, on torch.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        start = int(index)
+        cache[:, start : start + value.shape[1]] = value.to(cache.dtype)
+        return cache
+    if backend == "jax":
+        from jax import lax
+
+        value = value.astype(cache.dtype)
+        start = (0, index) + (0,) * (len(cache.shape) - 2)
+        return lax.dynamic_update_slice(cache, value, start)
+    start = [0, index] + [0] * (len(cache.shape) - 2)
+    return ops.slice_update(cache, start, ops.cast(value, cache.dtype))
+
+
+def compile_generation(fn, variables):
+    """Wraps `fn(*tensors) -> outputs` (reading `variables`) for fast repeated calls.
+
+    Args:
+        fn: a function of tensors only (settings are closed over).
+        variables: every variable `fn` reads (the model's weights).
+
+    Returns:
+        `run(*tensors)`, compiled once on jax, eager without autograd on torch.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        def stateless(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+                return fn(*args)
+
+        jitted = jax.jit(stateless)
+        return lambda *args: jitted([v.value for v in variables], *args)
+    if backend == "torch":
+        import torch
+
+        def run(*args):
+            with torch.no_grad():
+                return fn(*args)
+
+        return run
+    return fn
+
+
+def random_uniform(shape, seed, step):
+    """Uniform [0, 1) float32 noise determined by (`seed`, `step`) alone.
+
+    `seed` is an int32 tensor of shape (1,) and `step` a scalar tensor; both may
+    be traced (inside the compiled jax loop). Keras' own random ops take only
+    Python ints or SeedGenerators, neither of which a compiled loop can vary.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        key = jax.random.fold_in(jax.random.PRNGKey(seed[0]), step)
+        return jax.random.uniform(key, shape, dtype="float32")
+    if backend == "torch":
+        import torch
+
+        generator = torch.Generator(device=seed.device)
+        generator.manual_seed(int(seed[0]) * 1_000_003 + int(step))
+        return torch.rand(shape, generator=generator, device=seed.device)
+    return keras.random.uniform(shape, seed=int(seed[0]) * 1_000_003 + int(step))

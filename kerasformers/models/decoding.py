@@ -42,9 +42,11 @@ class DecodeState:
     length, so row b's real tokens start at slot `pad_lengths[b]`.
 
     Args:
-        caches: {self-attention layer name: (keys, values)}, each
-            (batch, length, heads, size); updated by the pass.
-        static_caches: {cross-attention layer name: (keys, values)} (final).
+        caches: {cache key: (keys, values)}, each (batch, length, heads,
+            size), one per self-attention call ("<layer name>/<k>" for the
+            k-th call of the layer in a pass: shared layers run several
+            times); updated by the pass.
+        static_caches: {cache key: (keys, values)} of cross-attention (final).
         index: first slot of this pass's tokens (int or scalar tensor).
         num_tokens: number of tokens in this pass (static int).
         order: (batch, length) int32; query slot i may see key slot j iff
@@ -73,6 +75,7 @@ class DecodeState:
         self.valid = valid
         self.pad_lengths = pad_lengths
         self.skip_layers = set(skip_layers)
+        self.calls = {}  # layer name -> calls so far in this pass
         self.length = ops.shape(order)[1]
         batch = ops.shape(order)[0]
         # (num_tokens,) slots of this pass's tokens
@@ -106,7 +109,9 @@ class DecodeState:
         return _call(layer, inputs, arguments)
 
     def _attention(self, layer, inputs, arguments):
-        name = layer.name
+        count = self.calls.get(layer.name, 0)
+        self.calls[layer.name] = count + 1
+        name = f"{layer.name}/{count}"
         if "CrossAttention" in name:
             if name not in self.static_caches:
                 self.static_caches[name] = layer.project_key_value(inputs[1], inputs[2])
@@ -132,11 +137,12 @@ def _call(layer, inputs, arguments):
 
 
 def attention_cache_specs(builder):
-    """[(layer name, heads, key size, value size)] of every cached self-attention."""
+    """[(cache key, heads, key size, value size)] of every self-attention call."""
     specs = []
     for name, layer in builder.layers.items():
         if isinstance(layer, MultiHeadAttention) and "CrossAttention" not in name:
-            specs.append((name, layer.heads, layer.key_size, layer.head_size))
+            for count in range(builder.call_counts.get(name, 1)):
+                specs.append((f"{name}/{count}", layer.heads, layer.key_size, layer.head_size))
     return specs
 
 

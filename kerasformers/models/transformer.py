@@ -38,6 +38,12 @@ CONFIG_KEY_ALIASES = {
     "afn": "hidden_act",
     "resid_pdrop": "dropout_rate",
     "attn_pdrop": "attention_dropout_rate",
+    # T5 / mT5 (HF config.json; dropout_rate and layer_norm_epsilon are ours already)
+    "d_model": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "d_ff": "intermediate_size",
+    "d_kv": "attention_head_size",
 }
 
 
@@ -194,6 +200,7 @@ class Transformer:
         self.recompute = recompute_enabled() if recompute is None else bool(recompute)
         self.application = check_application(application)
         self.layers = {}
+        self.call_counts = {}  # layer name -> calls in the model (shared layers: several)
         self.attention_bias = None
         self.defer_initialization = False
         self.decoding = None  # a DecodeState while generation runs a cached pass
@@ -227,6 +234,9 @@ class Transformer:
         kwargs["name"] = name
         if self.decoding is not None and inputs is not None:
             return self.decoding.call(self.layers[name], inputs, arguments)
+        if inputs is not None:
+            # Shared layers (ALBERT) run several times: each call gets its own cache.
+            self.call_counts[name] = self.call_counts.get(name, 0) + 1
         if name not in self.layers:
             self.layers[name] = layer(**kwargs)
             if getattr(self.layers[name].call, "supports_recompute", False):

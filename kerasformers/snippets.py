@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kerasformers._autoregressive import AutoRegressiveDecoder
 from kerasformers._parallel import ParallelApplyError, parallel_apply, parallel_apply_generator
 from kerasformers._viterbi import ViterbiDecoder
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # imported lazily by __getattr__ below
     from kerasformers._data_generator import DataGenerator, DataGeneratorDataset
 
 __all__ = [
+    "AutoRegressiveDecoder",
     "DataGenerator",
     "DataGeneratorDataset",
     "ParallelApplyError",

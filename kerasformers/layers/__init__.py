@@ -22,6 +22,10 @@ from kerasformers.layers.pooling import (
     GlobalAveragePooling1D,
     GlobalMaxPooling1D,
 )
+from kerasformers.layers.t5_positions import (
+    RelativePositionEmbeddingT5,
+    t5_relative_position_bucket,
+)
 
 __all__ = [
     "BiasAdd",
@@ -39,8 +43,10 @@ __all__ = [
     "MultiHeadAttention",
     "PositionEmbedding",
     "RelativePositionEmbedding",
+    "RelativePositionEmbeddingT5",
     "RotaryAttention",
     "SinusoidalPositionEmbedding",
     "TakePosition",
     "TypicalRelativeAttention",
+    "t5_relative_position_bucket",
 ]

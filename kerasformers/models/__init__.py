@@ -21,6 +21,7 @@ from kerasformers.models.masks import (
 )
 from kerasformers.models.nezha import NEZHA
 from kerasformers.models.roformer import RoFormer, RoFormerV2
+from kerasformers.models.t5 import T5, T5_MODELS, T5_Base, T5_Decoder, T5_Encoder
 from kerasformers.models.transformer import (
     FusedPart,
     Transformer,
@@ -42,6 +43,8 @@ MODELS = {
     "gpt": GPT,
     "gpt2": GPT2,
     "gpt2_ml": GPT2_ML,
+    # t5, t5.1.0, t5.1.1, mt5.1.1, each also with _encoder / _decoder
+    **T5_MODELS,
 }
 
 
@@ -142,6 +145,10 @@ __all__ = [
     "RoFormerV2",
     "MODELS",
     "RoBERTa",
+    "T5",
+    "T5_Base",
+    "T5_Decoder",
+    "T5_Encoder",
     "Transformer",
     "WeightLoadingError",
     "atrous_mask",

@@ -21,11 +21,11 @@ Reference:
 import numpy as np
 from keras import ops
 
-from kerasformers.backend import compile_generation, infinity, random_uniform
+from kerasformers._generation_search import BeamSearch, TokenSearch
+from kerasformers.backend import compile_generation
 from kerasformers.models.decoding import DecodeState, attention_cache_specs, run_cached
 
 METHODS = ("greedy", "beam", "sample")
-_NEG = -1.0e9  # HF's "impossible" beam score
 
 
 def generate(
@@ -88,11 +88,9 @@ def generate(
         min_new_tokens,
         length_penalty,
     )
-    if getattr(builder, "decoder_builder", None) is not None:
-        from kerasformers._generation_seq2seq import generate_seq2seq
-
-        return generate_seq2seq(builder, prompts, settings, seed)
-    _check_decoder(builder, prompts, max_new_tokens)
+    seq2seq = _decoder(builder) is not builder
+    if not seq2seq:
+        _check_decoder(builder, prompts, max_new_tokens)
 
     lengths = np.array([len(p) for p in prompts], dtype="int32")
     width = int(lengths.max())
@@ -100,8 +98,11 @@ def generate(
     ids = np.full((len(prompts), width), pad_id, dtype="int32")
     segs = np.zeros((len(prompts), width), dtype="int32")
     for row, (prompt, segment) in enumerate(zip(prompts, segments, strict=True)):
-        ids[row, width - len(prompt) :] = prompt
-        segs[row, width - len(prompt) :] = segment
+        # Decoder-only prompts are left-padded (the new tokens follow every
+        # prompt in the same slots); encoder inputs are right-padded.
+        start = 0 if seq2seq else width - len(prompt)
+        ids[row, start : start + len(prompt)] = prompt
+        segs[row, start : start + len(prompt)] = segment
     seed = np.random.randint(0, 2**31 - 1) if seed is None else int(seed)
 
     run = _compiled(builder, settings)
@@ -271,64 +272,129 @@ def _skip_layers(builder):
     return (layer.name,)
 
 
-def _step_inputs(builder, tokens, segments, positions):
-    inputs = [tokens]
-    if getattr(builder, "segment_vocab_size", 0) > 0:
-        inputs.append(segments)
-    if getattr(builder, "custom_position_ids", False):
-        inputs.append(positions)
-    return inputs
+def _plan(builder, settings, ids, segs, pad_lengths):
+    """What the prefill and the loop run for this kind of model.
+
+    Decoder-only: the left-padded prompts are the prefill and the causal /
+    UniLM order rule runs over prompt + new slots. Seq2seq (T5): the encoder
+    runs once on the (right-padded) inputs, every cross-attention layer gets
+    its keys/values of the encoder output once, and the decoder starts from
+    its start token.
+    """
+    batch, width = ops.shape(ids)
+    new = settings["max_new_tokens"]
+    decoder = _decoder(builder)
+    if decoder is not builder:  # seq2seq
+        context = builder.encoder(ids, training=False)
+        context_mask = ops.cast(ops.not_equal(ids, builder.pad_token_id), "int32")
+        static = {}
+        for name, layer in decoder.layers.items():
+            if "CrossAttention" in name and hasattr(layer, "project_key_value"):
+                for count in range(decoder.call_counts.get(name, 1)):
+                    static[f"{name}/{count}"] = layer.project_key_value(context, context)
+        slots = ops.arange(new, dtype="int32")
+        return {
+            "decoder": decoder,
+            "prompt": ops.full((batch, 1), decoder.decoder_start_token_id, "int32"),
+            "segments": None,
+            "next_segment": None,
+            "order": ops.broadcast_to(slots[None, :], (batch, new)),
+            "valid": ops.ones((batch, new), "bool"),
+            "pad_lengths": ops.zeros((batch,), "int32"),
+            "rows": {"context": context, "context_mask": context_mask, "static": static},
+            "inputs": lambda tokens, segments, positions, rows: [
+                rows["context"],
+                tokens,
+                rows["context_mask"],
+            ],
+        }
+    length = width + new
+    slots = ops.arange(length, dtype="int32")
+    # (batch, length): query slot i sees key slot j iff order[j] <= order[i]
+    if builder.application == "unilm":
+        prompt_order = ops.cumsum(segs, axis=1)
+        tail = prompt_order[:, -1:] + ops.arange(1, new + 1, dtype="int32")[None]
+        order = ops.concatenate([prompt_order, tail], axis=1)
+        next_segment = ops.ones((batch, 1), "int32")
+    else:
+        order = ops.broadcast_to(slots[None, :], (batch, length))
+        next_segment = segs[:, -1:]
+
+    def inputs(tokens, segments, positions, rows):
+        out = [tokens]
+        if getattr(builder, "segment_vocab_size", 0) > 0:
+            out.append(segments)
+        if getattr(builder, "custom_position_ids", False):
+            out.append(positions)
+        return out
+
+    return {
+        "decoder": builder,
+        "prompt": ids,
+        "segments": segs,
+        "next_segment": next_segment,
+        "order": order,
+        # (batch, length) False on left padding
+        "valid": slots[None, :] >= pad_lengths[:, None],
+        "pad_lengths": pad_lengths,
+        "rows": {"static": {}},
+        "inputs": inputs,
+    }
 
 
 def _decode(builder, settings, ids, segs, pad_lengths, seed):
     """Prefill + the decode loop, in keras.ops; returns (batch, max_new_tokens) ids."""
-    batch, width = ops.shape(ids)
+    batch = ops.shape(ids)[0]
     new = settings["max_new_tokens"]
     beams = settings["num_beams"]
-    length = width + new
-    slots = ops.arange(length, dtype="int32")
-    # (batch, length) False on left padding
-    valid = slots[None, :] >= pad_lengths[:, None]
-    # (batch, length): query slot i sees key slot j iff order[j] <= order[i]
-    if builder.application == "unilm":
-        prompt_order = ops.cumsum(segs, axis=1)
-        order = ops.concatenate(
-            [prompt_order, prompt_order[:, -1:] + ops.arange(1, new + 1, dtype="int32")[None]],
-            axis=1,
-        )
-        next_segment = ops.ones((batch * beams, 1), "int32")
-    else:
-        order = ops.broadcast_to(slots[None, :], (batch, length))
-        next_segment = ops.repeat(segs[:, -1:], beams, axis=0)
-    dtype = _attention_dtype(builder)
+    plan = _plan(builder, settings, ids, segs, pad_lengths)
+    decoder = plan["decoder"]
+    width = ops.shape(plan["prompt"])[1]
+    length = ops.shape(plan["order"])[1]
+    dtype = _attention_dtype(decoder)
     caches = {
         name: (
             ops.zeros((batch, length, heads, key_size), dtype),
             ops.zeros((batch, length, heads, value_size), dtype),
         )
-        for name, heads, key_size, value_size in attention_cache_specs(builder)
+        for name, heads, key_size, value_size in attention_cache_specs(decoder)
     }
-    skip = _skip_layers(builder)
+    skip = _skip_layers(decoder)
+    # Per-row tensors (beams repeat them).
+    rows = dict(plan["rows"], order=plan["order"], valid=plan["valid"])
+    rows["pad_lengths"] = plan["pad_lengths"]
+    rows["next_segment"] = plan["next_segment"]
 
-    def forward(tokens, caches, index, order, valid, pad_lengths, segments):
+    def forward(tokens, caches, index, rows, segments):
         state = DecodeState(
-            caches, index, ops.shape(tokens)[1], order, valid, pad_lengths, skip_layers=skip
+            caches,
+            index,
+            ops.shape(tokens)[1],
+            rows["order"],
+            rows["valid"],
+            rows["pad_lengths"],
+            static_caches=rows["static"],
+            skip_layers=skip,
         )
-        inputs = _step_inputs(builder, tokens, segments, state.position_ids)
-        logits = run_cached(builder, inputs, state)
+        inputs = plan["inputs"](tokens, segments, state.position_ids, rows)
+        logits = run_cached(decoder, inputs, state)
         return ops.cast(logits, "float32"), state.caches
 
-    logits, caches = forward(ids, caches, 0, order, valid, pad_lengths, segs)
+    logits, caches = forward(plan["prompt"], caches, 0, rows, plan["segments"])
     if beams > 1:
         # Every beam starts from its prompt's prefill.
-        caches = {k: tuple(ops.repeat(t, beams, axis=0) for t in kv) for k, kv in caches.items()}
-        logits = ops.repeat(logits, beams, axis=0)
-        order, valid, pad_lengths = (
-            ops.repeat(t, beams, axis=0) for t in (order, valid, pad_lengths)
-        )
-        search = _BeamSearch(settings, batch)
+        repeat = lambda t: None if t is None else ops.repeat(t, beams, axis=0)  # noqa: E731
+        caches = {k: tuple(repeat(t) for t in kv) for k, kv in caches.items()}
+        logits = repeat(logits)
+        rows = {
+            k: {n: tuple(repeat(t) for t in kv) for n, kv in v.items()}
+            if k == "static"
+            else repeat(v)
+            for k, v in rows.items()
+        }
+        search = BeamSearch(settings, batch)
     else:
-        search = _TokenSearch(settings, batch, seed)
+        search = TokenSearch(settings, batch, seed)
 
     state = search.choose(search.initial(), logits, 0)
 
@@ -337,9 +403,7 @@ def _decode(builder, settings, ids, segs, pad_lengths, seed):
 
     def body(step, caches, state):
         tokens, caches = search.reorder(state, caches, step)
-        logits, caches = forward(
-            tokens, caches, width + step - 1, order, valid, pad_lengths, next_segment
-        )
+        logits, caches = forward(tokens, caches, width + step - 1, rows, rows["next_segment"])
         return step + 1, caches, search.choose(state, logits, step)
 
     _, _, state = ops.while_loop(cond, body, (ops.convert_to_tensor(1), caches, state))
@@ -351,173 +415,6 @@ def _attention_dtype(builder):
         if hasattr(layer, "project_key_value"):
             return layer.compute_dtype
     return "float32"
-
-
-def _log_probs(logits, step, settings):
-    """Log-softmax of the logits with end_id forbidden before min_new_tokens."""
-    logits = ops.log_softmax(logits, axis=-1)
-    end_id = settings["end_id"]
-    if end_id is not None and settings["min_new_tokens"] > 0:
-        vocab = ops.shape(logits)[-1]
-        forbid = ops.logical_and(ops.arange(vocab) == end_id, step < settings["min_new_tokens"])
-        logits = ops.where(forbid[None, :], -infinity(), logits)
-    return logits
-
-
-class _TokenSearch:
-    """Greedy decoding and sampling: one running sequence per prompt."""
-
-    def __init__(self, settings, batch, seed):
-        self.settings = settings
-        self.batch = batch
-        self.seed = seed
-
-    def initial(self):
-        new = self.settings["max_new_tokens"]
-        # tokens (batch, new), done (batch,)
-        return (ops.zeros((self.batch, new), "int32"), ops.zeros((self.batch,), "bool"))
-
-    def running(self, state):
-        return ops.logical_not(ops.all(state[1]))
-
-    def reorder(self, state, caches, step):
-        tokens, _ = state
-        # (batch, 1) the token chosen at step - 1
-        return ops.take(tokens, ops.reshape(step - 1, (1,)), axis=1), caches
-
-    def choose(self, state, logits, step):
-        tokens, done = state
-        settings = self.settings
-        scores = _log_probs(logits, step, settings)
-        if settings["method"] == "sample":
-            scores = _filter(scores / settings["temperature"], settings)
-            noise = random_uniform(ops.shape(scores), self.seed, step)
-            # Gumbel-max: argmax(scores + Gumbel noise) samples softmax(scores).
-            gumbel = -ops.log(-ops.log(ops.clip(noise, 1e-20, 1.0 - 1e-7)))
-            scores = scores + gumbel
-        token = ops.cast(ops.argmax(scores, axis=-1), "int32")
-        end_id = settings["end_id"]
-        if end_id is not None:
-            token = ops.where(done, end_id, token)
-            done = ops.logical_or(done, token == end_id)
-        column = ops.arange(settings["max_new_tokens"]) == step
-        tokens = ops.where(column[None, :], token[:, None], tokens)
-        return tokens, done
-
-    def result(self, state):
-        return state[0]
-
-
-def _filter(scores, settings):
-    """Keeps the top_k / top_p candidates of (batch, vocab) log-probabilities."""
-    top_k, top_p = settings["top_k"], settings["top_p"]
-    if top_k is not None:
-        kth = ops.top_k(scores, top_k)[0][:, -1:]
-        scores = ops.where(scores < kth, -infinity(), scores)
-    if top_p is not None and top_p < 1.0:
-        ordered = ops.flip(ops.sort(scores, axis=-1), axis=-1)
-        probs = ops.softmax(ordered, axis=-1)
-        # probability mass strictly before each candidate, in descending order
-        before = ops.cumsum(probs, axis=-1) - probs
-        kept = ops.where(before < top_p, ordered, infinity())
-        threshold = ops.min(kept, axis=-1, keepdims=True)
-        scores = ops.where(scores < threshold, -infinity(), scores)
-    return scores
-
-
-class _BeamSearch:
-    """Batched beam search with HF transformers' scoring and stopping rule."""
-
-    def __init__(self, settings, batch):
-        self.settings = settings
-        self.batch = batch
-        self.beams = settings["num_beams"]
-
-    def initial(self):
-        batch, beams, new = self.batch, self.beams, self.settings["max_new_tokens"]
-        first = ops.concatenate([ops.zeros((batch, 1)), ops.full((batch, beams - 1), _NEG)], axis=1)
-        return {
-            "running": ops.zeros((batch, beams, new), "int32"),
-            "running_scores": ops.cast(first, "float32"),
-            "finished": ops.zeros((batch, beams, new), "int32"),
-            "finished_scores": ops.full((batch, beams), _NEG, "float32"),
-            "is_finished": ops.zeros((batch, beams), "bool"),
-            "improvable": ops.ones((batch, 1), "bool"),
-            "sources": ops.zeros((batch, beams), "int32"),
-            "all_hit": ops.zeros((), "bool"),
-        }
-
-    def running(self, state):
-        return ops.logical_and(ops.any(state["improvable"]), ops.logical_not(state["all_hit"]))
-
-    def reorder(self, state, caches, step):
-        batch, beams = self.batch, self.beams
-        # (batch * beams,) rows of the beams each new beam continues
-        rows = ops.reshape(state["sources"] + ops.arange(batch)[:, None] * beams, (-1,))
-        caches = {k: tuple(ops.take(t, rows, axis=0) for t in kv) for k, kv in caches.items()}
-        tokens = ops.take(state["running"], ops.reshape(step - 1, (1,)), axis=2)
-        return ops.reshape(tokens, (batch * beams, 1)), caches
-
-    def choose(self, state, logits, step):
-        settings = self.settings
-        batch, beams, new = self.batch, self.beams, settings["max_new_tokens"]
-        keep = 2 * beams
-        scores = _log_probs(logits, step, settings)
-        vocab = ops.shape(scores)[-1]
-        # (batch, beams * vocab) accumulated scores of every continuation
-        scores = ops.reshape(scores, (batch, beams, vocab)) + state["running_scores"][:, :, None]
-        top_scores, top_index = ops.top_k(ops.reshape(scores, (batch, beams * vocab)), keep)
-        top_index = ops.cast(top_index, "int32")
-        source = top_index // vocab
-        token = top_index % vocab
-        column = ops.arange(new) == step
-        # (batch, keep, new) the candidates' sequences
-        candidates = ops.take_along_axis(state["running"], source[:, :, None], axis=1)
-        candidates = ops.where(column[None, None, :], token[:, :, None], candidates)
-        hit = ops.broadcast_to(step >= new - 1, ops.shape(token))
-        if settings["end_id"] is not None:
-            hit = ops.logical_or(hit, token == settings["end_id"])
-
-        # Running beams: the best `beams` candidates that did not just finish.
-        running_scores = top_scores + ops.cast(hit, "float32") * _NEG
-        best_running, pick = ops.top_k(running_scores, beams)
-        pick = ops.cast(pick, "int32")
-        running = ops.take_along_axis(candidates, pick[:, :, None], axis=1)
-        sources = ops.take_along_axis(source, pick, axis=1)
-
-        # Finished beams: merge the just-finished top-`beams` candidates in.
-        in_top = ops.arange(keep) < beams
-        just_finished = ops.logical_and(hit, in_top[None, :])
-        penalty = ops.cast(step + 1, "float32") ** settings["length_penalty"]
-        finished_scores = top_scores / penalty
-        finished_scores += ops.cast(ops.logical_not(state["improvable"]), "float32") * _NEG
-        finished_scores += ops.cast(ops.logical_not(just_finished), "float32") * _NEG
-        merged = ops.concatenate([state["finished"], candidates], axis=1)
-        merged_scores = ops.concatenate([state["finished_scores"], finished_scores], axis=1)
-        merged_flags = ops.concatenate([state["is_finished"], just_finished], axis=1)
-        kept_scores, kept = ops.top_k(merged_scores, beams)
-        kept = ops.cast(kept, "int32")
-        is_finished = ops.take_along_axis(merged_flags, kept, axis=1)
-
-        # Can a running beam still beat the worst finished one?
-        best_possible = best_running[:, :1] / penalty
-        worst = ops.where(is_finished, ops.min(kept_scores, axis=1, keepdims=True), _NEG)
-        improvable = ops.logical_and(
-            state["improvable"], ops.any(best_possible > worst, axis=-1, keepdims=True)
-        )
-        return {
-            "running": running,
-            "running_scores": best_running,
-            "finished": ops.take_along_axis(merged, kept[:, :, None], axis=1),
-            "finished_scores": kept_scores,
-            "is_finished": is_finished,
-            "improvable": improvable,
-            "sources": sources,
-            "all_hit": ops.all(hit),
-        }
-
-    def result(self, state):
-        return state["finished"][:, 0]
 
 
 def _to_lists(tokens, end_id):

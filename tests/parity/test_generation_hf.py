@@ -120,3 +120,85 @@ def test_min_new_tokens_equals_hf(gpt2):
     assert len(reference[1]) >= 4
     ours_rows = generate(ours, prompts, max_new_tokens=NEW, end_id=end_id, min_new_tokens=4)
     assert ours_rows == reference
+
+
+T5_VERSIONS = {"t5.1.1": ("gated-gelu", False), "t5.1.0": ("relu", True)}
+
+
+@pytest.fixture(scope="module", params=sorted(T5_VERSIONS))
+def t5(request, tmp_path_factory):
+    """Random tiny T5ForConditionalGeneration (odd sizes), both T5 versions.
+
+    Encoder and decoder have the same depth: transformers' cache for
+    generate() sizes itself by num_layers and breaks otherwise.
+    """
+    version = request.param
+    projection, tied = T5_VERSIONS[version]
+    config = transformers.T5Config(
+        vocab_size=301,
+        d_model=36,
+        d_kv=10,
+        d_ff=50,
+        num_layers=3,
+        num_decoder_layers=3,
+        num_heads=3,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+        dropout_rate=0.0,
+        feed_forward_proj=projection,
+        tie_word_embeddings=tied,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    hf = perturb_(transformers.T5ForConditionalGeneration(config), seed=3).eval()
+    directory = str(tmp_path_factory.mktemp(version))
+    hf.save_pretrained(directory)
+    ours = build_transformer_model(
+        os.path.join(directory, "config.json"),
+        os.path.join(directory, "model.safetensors"),
+        model=version,
+    )
+    rng = np.random.default_rng(5)
+    prompts = [rng.integers(2, 301, n).tolist() for n in (5, 9, 2)]
+    return hf, ours, prompts
+
+
+def _hf_generate_t5(hf, prompts, end_id, **kwargs):
+    rows = []
+    for prompt in prompts:
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            out = hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=NEW,
+                do_sample=False,
+                eos_token_id=end_id,
+                **kwargs,
+            )
+        row = out[0, 1:].tolist()  # drop the decoder start token
+        if end_id is not None and end_id in row:
+            row = row[: row.index(end_id)]
+        rows.append(row)
+    return rows
+
+
+def test_t5_greedy_and_beam_equal_hf(t5):
+    hf, ours, prompts = t5
+    reference = _hf_generate_t5(hf, prompts, None)
+    assert generate(ours, prompts, max_new_tokens=NEW) == reference
+    end_id = reference[1][2]
+    reference = _hf_generate_t5(hf, prompts, end_id)
+    assert len(reference[1]) <= 2
+    assert generate(ours, prompts, max_new_tokens=NEW, end_id=end_id) == reference
+    for end in (None, end_id):
+        reference = _hf_generate_t5(hf, prompts, end, num_beams=4)
+        beams = generate(ours, prompts, max_new_tokens=NEW, method="beam", num_beams=4, end_id=end)
+        assert beams == reference, end
+
+
+def test_t5_rejects_segment_ids(t5):
+    _, ours, prompts = t5
+    with pytest.raises(ValueError, match="has no segment input"):
+        generate(ours, prompts, segment_ids=[[0] * len(p) for p in prompts])

@@ -1,0 +1,181 @@
+"""Search strategies of `kerasformers.generation`: greedy, sampling, beam search.
+
+Each strategy keeps its state in a structure of tensors (a loop variable of
+`keras.ops.while_loop`): `initial()` makes it, `choose(state, logits, step)`
+picks the tokens of step `step` from the (rows, vocab) logits, `reorder` gives
+the tokens to feed next and reorders the key/value caches (beams), `running`
+says whether to go on, `result` gives the (batch, max_new_tokens) ids.
+"""
+
+from keras import ops
+
+from kerasformers.backend import infinity, random_uniform
+
+_NEG = -1.0e9  # HF's "impossible" beam score
+
+
+def _log_probs(logits, step, settings):
+    """Log-softmax of the logits with end_id forbidden before min_new_tokens."""
+    logits = ops.log_softmax(logits, axis=-1)
+    end_id = settings["end_id"]
+    if end_id is not None and settings["min_new_tokens"] > 0:
+        vocab = ops.shape(logits)[-1]
+        forbid = ops.logical_and(ops.arange(vocab) == end_id, step < settings["min_new_tokens"])
+        logits = ops.where(forbid[None, :], -infinity(), logits)
+    return logits
+
+
+class TokenSearch:
+    """Greedy decoding and sampling: one running sequence per prompt."""
+
+    def __init__(self, settings, batch, seed):
+        self.settings = settings
+        self.batch = batch
+        self.seed = seed
+
+    def initial(self):
+        new = self.settings["max_new_tokens"]
+        # tokens (batch, new), done (batch,)
+        return (ops.zeros((self.batch, new), "int32"), ops.zeros((self.batch,), "bool"))
+
+    def running(self, state):
+        return ops.logical_not(ops.all(state[1]))
+
+    def reorder(self, state, caches, step):
+        tokens, _ = state
+        # (batch, 1) the token chosen at step - 1
+        return ops.take(tokens, ops.reshape(step - 1, (1,)), axis=1), caches
+
+    def choose(self, state, logits, step):
+        tokens, done = state
+        settings = self.settings
+        scores = _log_probs(logits, step, settings)
+        if settings["method"] == "sample":
+            scores = _filter(scores / settings["temperature"], settings)
+            noise = random_uniform(ops.shape(scores), self.seed, step)
+            # Gumbel-max: argmax(scores + Gumbel noise) samples softmax(scores).
+            gumbel = -ops.log(-ops.log(ops.clip(noise, 1e-20, 1.0 - 1e-7)))
+            scores = scores + gumbel
+        token = ops.cast(ops.argmax(scores, axis=-1), "int32")
+        end_id = settings["end_id"]
+        if end_id is not None:
+            token = ops.where(done, end_id, token)
+            done = ops.logical_or(done, token == end_id)
+        column = ops.arange(settings["max_new_tokens"]) == step
+        tokens = ops.where(column[None, :], token[:, None], tokens)
+        return tokens, done
+
+    def result(self, state):
+        return state[0]
+
+
+def _filter(scores, settings):
+    """Keeps the top_k / top_p candidates of (batch, vocab) log-probabilities."""
+    top_k, top_p = settings["top_k"], settings["top_p"]
+    if top_k is not None:
+        kth = ops.top_k(scores, top_k)[0][:, -1:]
+        scores = ops.where(scores < kth, -infinity(), scores)
+    if top_p is not None and top_p < 1.0:
+        ordered = ops.flip(ops.sort(scores, axis=-1), axis=-1)
+        probs = ops.softmax(ordered, axis=-1)
+        # probability mass strictly before each candidate, in descending order
+        before = ops.cumsum(probs, axis=-1) - probs
+        kept = ops.where(before < top_p, ordered, infinity())
+        threshold = ops.min(kept, axis=-1, keepdims=True)
+        scores = ops.where(scores < threshold, -infinity(), scores)
+    return scores
+
+
+class BeamSearch:
+    """Batched beam search with HF transformers' scoring and stopping rule."""
+
+    def __init__(self, settings, batch):
+        self.settings = settings
+        self.batch = batch
+        self.beams = settings["num_beams"]
+
+    def initial(self):
+        batch, beams, new = self.batch, self.beams, self.settings["max_new_tokens"]
+        first = ops.concatenate([ops.zeros((batch, 1)), ops.full((batch, beams - 1), _NEG)], axis=1)
+        return {
+            "running": ops.zeros((batch, beams, new), "int32"),
+            "running_scores": ops.cast(first, "float32"),
+            "finished": ops.zeros((batch, beams, new), "int32"),
+            "finished_scores": ops.full((batch, beams), _NEG, "float32"),
+            "is_finished": ops.zeros((batch, beams), "bool"),
+            "improvable": ops.ones((batch, 1), "bool"),
+            "sources": ops.zeros((batch, beams), "int32"),
+            "all_hit": ops.zeros((), "bool"),
+        }
+
+    def running(self, state):
+        return ops.logical_and(ops.any(state["improvable"]), ops.logical_not(state["all_hit"]))
+
+    def reorder(self, state, caches, step):
+        batch, beams = self.batch, self.beams
+        # (batch * beams,) rows of the beams each new beam continues
+        rows = ops.reshape(state["sources"] + ops.arange(batch)[:, None] * beams, (-1,))
+        caches = {k: tuple(ops.take(t, rows, axis=0) for t in kv) for k, kv in caches.items()}
+        tokens = ops.take(state["running"], ops.reshape(step - 1, (1,)), axis=2)
+        return ops.reshape(tokens, (batch * beams, 1)), caches
+
+    def choose(self, state, logits, step):
+        settings = self.settings
+        batch, beams, new = self.batch, self.beams, settings["max_new_tokens"]
+        keep = 2 * beams
+        scores = _log_probs(logits, step, settings)
+        vocab = ops.shape(scores)[-1]
+        # (batch, beams * vocab) accumulated scores of every continuation
+        scores = ops.reshape(scores, (batch, beams, vocab)) + state["running_scores"][:, :, None]
+        top_scores, top_index = ops.top_k(ops.reshape(scores, (batch, beams * vocab)), keep)
+        top_index = ops.cast(top_index, "int32")
+        source = top_index // vocab
+        token = top_index % vocab
+        column = ops.arange(new) == step
+        # (batch, keep, new) the candidates' sequences
+        candidates = ops.take_along_axis(state["running"], source[:, :, None], axis=1)
+        candidates = ops.where(column[None, None, :], token[:, :, None], candidates)
+        hit = ops.broadcast_to(step >= new - 1, ops.shape(token))
+        if settings["end_id"] is not None:
+            hit = ops.logical_or(hit, token == settings["end_id"])
+
+        # Running beams: the best `beams` candidates that did not just finish.
+        running_scores = top_scores + ops.cast(hit, "float32") * _NEG
+        best_running, pick = ops.top_k(running_scores, beams)
+        pick = ops.cast(pick, "int32")
+        running = ops.take_along_axis(candidates, pick[:, :, None], axis=1)
+        sources = ops.take_along_axis(source, pick, axis=1)
+
+        # Finished beams: merge the just-finished top-`beams` candidates in.
+        in_top = ops.arange(keep) < beams
+        just_finished = ops.logical_and(hit, in_top[None, :])
+        penalty = ops.cast(step + 1, "float32") ** settings["length_penalty"]
+        finished_scores = top_scores / penalty
+        finished_scores += ops.cast(ops.logical_not(state["improvable"]), "float32") * _NEG
+        finished_scores += ops.cast(ops.logical_not(just_finished), "float32") * _NEG
+        merged = ops.concatenate([state["finished"], candidates], axis=1)
+        merged_scores = ops.concatenate([state["finished_scores"], finished_scores], axis=1)
+        merged_flags = ops.concatenate([state["is_finished"], just_finished], axis=1)
+        kept_scores, kept = ops.top_k(merged_scores, beams)
+        kept = ops.cast(kept, "int32")
+        is_finished = ops.take_along_axis(merged_flags, kept, axis=1)
+
+        # Can a running beam still beat the worst finished one?
+        best_possible = best_running[:, :1] / penalty
+        worst = ops.where(is_finished, ops.min(kept_scores, axis=1, keepdims=True), _NEG)
+        improvable = ops.logical_and(
+            state["improvable"], ops.any(best_possible > worst, axis=-1, keepdims=True)
+        )
+        return {
+            "running": running,
+            "running_scores": best_running,
+            "finished": ops.take_along_axis(merged, kept[:, :, None], axis=1),
+            "finished_scores": kept_scores,
+            "is_finished": is_finished,
+            "improvable": improvable,
+            "sources": sources,
+            "all_hit": ops.all(hit),
+        }
+
+    def result(self, state):
+        return state["finished"][:, 0]

@@ -204,3 +204,46 @@ def test_bad_inputs():
     plain = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(9, 4)])
     with pytest.raises(ValueError, match="build_transformer_model"):
         generate(plain, [[1, 2]])
+
+
+def test_t5_cached_equals_uncached():
+    keras.utils.set_random_seed(2)
+    config = dict(
+        vocab_size=97,
+        d_model=32,
+        d_kv=8,
+        d_ff=40,
+        num_layers=2,
+        num_decoder_layers=3,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    )
+    model = build_transformer_model(config, model="t5.1.1")
+    ours = generate(model, PROMPTS, max_new_tokens=NEW)
+    # Uncached: the whole decoder sequence (start token + tokens so far) each
+    # step; encoder inputs right-padded with the pad id 0 (masked), decoder
+    # inputs right-padded (causal).
+    encoder_ids = np.zeros((len(PROMPTS), max(map(len, PROMPTS))), "int32")
+    for row, prompt in enumerate(PROMPTS):
+        encoder_ids[row, : len(prompt)] = prompt
+    decoder_ids = np.zeros((len(PROMPTS), NEW), "int32")  # start token 0 first
+    for step in range(NEW - 1):
+        probs = keras.ops.convert_to_numpy(model.predict_on_batch([encoder_ids, decoder_ids]))
+        decoder_ids[:, step + 1] = probs[:, step].argmax(-1)
+    probs = keras.ops.convert_to_numpy(model.predict_on_batch([encoder_ids, decoder_ids]))
+    reference = np.concatenate([decoder_ids[:, 1:], probs[:, -1].argmax(-1)[:, None]], 1)
+    assert ours == reference.tolist()
+
+
+def test_bfloat16_policy_cached_equals_uncached():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("bfloat16")
+    try:
+        model = _build("gpt2", "lm", {})
+        ours = generate(model, PROMPTS, max_new_tokens=4)
+        assert ours == _uncached_greedy(model, "lm", PROMPTS, 4)
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -124,7 +124,8 @@ def dense(layer, x):
 
     On torch: in inference (autograd off, CPU, float32/bfloat16) a oneDNN matmul
     on a pre-packed copy of the kernel with bias and activation fused in
-    (`_packed_linear`); otherwise one fused `F.linear` (matmul and bias in one
+    (`_packed_linear`), or for fewer than 16 rows (a decoding step) one `addmm`
+    on the kernel as stored; otherwise one fused `F.linear` (matmul and bias in one
     kernel; the separate bias add costs ~10% of a BERT forward on CPU).
     Elsewhere, and for LoRA / quantized Dense layers, the layer's own `call`.
     """
@@ -142,10 +143,18 @@ def dense(layer, x):
     bias = layer.bias.value if layer.use_bias else None
     if bias is not None and bias.dtype != dtype:
         bias = bias.to(dtype)
-    if _PACKED_LINEAR["enabled"] and not torch.is_grad_enabled():
-        out = _packed_linear(x, kernel, bias, layer.activation)
-        if out is not None:
-            return out
+    if not torch.is_grad_enabled() and kernel.dtype == dtype:
+        rows = x.numel() // x.shape[-1]
+        if rows < _PACKED_LINEAR["min_rows"]:
+            # A few rows (a decoding step): a plain GEMV on the (in, out) kernel as
+            # it is stored; oneDNN's packed path is slow at these sizes.
+            flat = x.reshape(rows, x.shape[-1])
+            out = torch.addmm(bias, flat, kernel) if bias is not None else flat @ kernel
+            return layer.activation(out.reshape(*x.shape[:-1], kernel.shape[-1]))
+        if _PACKED_LINEAR["enabled"]:
+            out = _packed_linear(x, kernel, bias, layer.activation)
+            if out is not None:
+                return out
     # Under a mixed policy the kernel is float32 while x is half: cast like
     # Keras' autocasting would. Keras kernels are (in, out); F.linear wants
     # (out, in): a transposed view.
@@ -161,7 +170,11 @@ def dense(layer, x):
 # holds kernels weakly and repacks one when its torch version counter moves,
 # i.e. after an assign or an optimizer step).
 # KF_PACKED_LINEAR=0 (or set_packed_linear(False)) turns it off.
-_PACKED_LINEAR = {"enabled": os.environ.get("KF_PACKED_LINEAR", "1") != "0"}
+# Below KF_PACKED_MIN_ROWS rows (tokens x batch) plain addmm is used instead.
+_PACKED_LINEAR = {
+    "enabled": os.environ.get("KF_PACKED_LINEAR", "1") != "0",
+    "min_rows": int(os.environ.get("KF_PACKED_MIN_ROWS", "16")),
+}
 # id(kernel) -> (weak reference to it, {dtype: (kernel version, packed weight)}).
 # Keyed by id: tensors compare elementwise, so they cannot be dict keys themselves
 # (nor WeakKeyDictionary keys); the weak reference drops the entry with the kernel.

@@ -54,4 +54,5 @@ test-tf:
 	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python -m pytest -q tests/test_layers.py \
 		tests/test_models.py tests/test_precision.py tests/test_snippets.py \
 		tests/test_backend_ops.py tests/test_recompute.py tests/test_adversarial.py \
-		tests/test_masks.py tests/test_gpt.py tests/test_families.py tests/test_layers_positions.py
+		tests/test_masks.py tests/test_gpt.py tests/test_families.py tests/test_layers_positions.py \
+		tests/test_t5.py tests/test_generation.py tests/test_autoregressive.py

@@ -42,6 +42,7 @@ clean:
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps keras-hub absl-py regex rich packaging
 	$(PY) benchmarks/encoder.py
+	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/loading.py
 	$(PY) benchmarks/tokenizer.py
 

@@ -18,9 +18,12 @@ its rows are skipped when it is not installed.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import run_worker, sync, time_median  # noqa: E402
 
 THREADS = "2"
 CONFIG = dict(
@@ -67,28 +70,6 @@ def _inputs():
     return ids, np.zeros_like(ids)
 
 
-def _time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
-
-
-def _sync(out):
-    """Forces the computation to finish (jax dispatches asynchronously)."""
-    import keras
-
-    for leaf in keras.tree.flatten(out):
-        if hasattr(leaf, "block_until_ready"):
-            leaf.block_until_ready()
-    return out
-
-
 def worker_ours(dtype, warmup, repeats):
     import keras
 
@@ -97,7 +78,7 @@ def worker_ours(dtype, warmup, repeats):
     keras.config.set_dtype_policy(dtype)
     model = build_transformer_model(CONFIG, model=MODEL)
     ids, segments = _inputs()
-    seconds = _time(lambda: _sync(model.predict_on_batch([ids, segments])), warmup, repeats)
+    seconds = time_median(lambda: sync(model.predict_on_batch([ids, segments])), warmup, repeats)
     return BATCH / seconds
 
 
@@ -118,7 +99,7 @@ def worker_kerashub(dtype, warmup, repeats):
     )
     ids, segments = _inputs()
     inputs = {"token_ids": ids, "segment_ids": segments, "padding_mask": (ids != 0)}
-    seconds = _time(lambda: _sync(backbone.predict_on_batch(inputs)), warmup, repeats)
+    seconds = time_median(lambda: sync(backbone.predict_on_batch(inputs)), warmup, repeats)
     return BATCH / seconds
 
 
@@ -136,7 +117,7 @@ def worker_hf(dtype, warmup, repeats):
         with torch.inference_mode():
             return model(input_ids=ids, token_type_ids=segments, attention_mask=mask)
 
-    return BATCH / _time(run, warmup, repeats)
+    return BATCH / time_median(run, warmup, repeats)
 
 
 def worker_pair(dtype, warmup, repeats):
@@ -178,34 +159,9 @@ WORKERS = {
 }
 
 
-def run_worker(kind, backend, dtype, warmup, repeats, family="bert"):
-    env = dict(
-        os.environ,
-        KERAS_BACKEND=backend,
-        OMP_NUM_THREADS=THREADS,
-        MKL_NUM_THREADS=THREADS,
-        TF_CPP_MIN_LOG_LEVEL="3",
-    )
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        kind,
-        "--models",
-        family,
-        "--dtype",
-        dtype,
-        "--warmup",
-        str(warmup),
-        "--repeats",
-        str(repeats),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": " | ".join(tail)}
-    return json.loads(lines[-1])
+def run_family_worker(kind, backend, dtype, warmup, repeats, family="bert"):
+    extra = ["--models", family, "--dtype", dtype, "--warmup", str(warmup)]
+    return run_worker(__file__, kind, backend, THREADS, [*extra, "--repeats", str(repeats)])
 
 
 def main():
@@ -247,7 +203,7 @@ def main():
             for kind, backend in rows:
                 if kind == "kerashub" and family != "bert":
                     continue  # keras-hub anchors the BERT rows only
-                res = run_worker(kind, backend, dtype, args.warmup, args.repeats, family)
+                res = run_family_worker(kind, backend, dtype, args.warmup, args.repeats, family)
                 print(
                     f"  {family} {kind}-{backend:9s} {dtype:9s} {res}", file=sys.stderr, flush=True
                 )

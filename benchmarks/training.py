@@ -31,7 +31,10 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import time_median  # noqa: E402
 
 THREADS = "2"
 CONFIG = dict(
@@ -83,15 +86,8 @@ def _reset_peak():
 
 def _time_steps(step, warmup, repeats):
     """Median steps/s after `warmup` steps, and the process's peak memory (VmHWM)."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return {"steps_per_s": 1.0 / times[len(times) // 2], "peak_mb": _status("VmHWM")}
+    seconds = time_median(step, warmup, repeats)
+    return {"steps_per_s": 1.0 / seconds, "peak_mb": _status("VmHWM")}
 
 
 def _rss_peak(fn):

@@ -78,15 +78,15 @@ def generate(
     prompts, segments = _check_prompts(token_ids, segment_ids, builder)
     settings = _check_settings(
         builder,
-        max_new_tokens,
-        method,
-        num_beams,
-        top_k,
-        top_p,
-        temperature,
-        end_id,
-        min_new_tokens,
-        length_penalty,
+        max_new_tokens=max_new_tokens,
+        method=method,
+        num_beams=num_beams,
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        end_id=end_id,
+        min_new_tokens=min_new_tokens,
+        length_penalty=length_penalty,
     )
     seq2seq = _decoder(builder) is not builder
     if not seq2seq:
@@ -174,18 +174,12 @@ def _check_int(value, name, minimum):
         raise ValueError(f"generate: {name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_settings(
-    builder,
-    max_new_tokens,
-    method,
-    num_beams,
-    top_k,
-    top_p,
-    temperature,
-    end_id,
-    min_new_tokens,
-    length_penalty,
-):
+def _check_settings(builder, **settings):
+    """Validates the decoding settings; returns them normalised (a dict)."""
+    method, num_beams = settings["method"], settings["num_beams"]
+    max_new_tokens, min_new_tokens = settings["max_new_tokens"], settings["min_new_tokens"]
+    top_k, top_p, end_id = settings["top_k"], settings["top_p"], settings["end_id"]
+    temperature = settings["temperature"]
     if method not in METHODS:
         raise ValueError(f"generate: unknown method {method!r}; choose one of {METHODS}")
     _check_int(max_new_tokens, "max_new_tokens", 1)
@@ -218,7 +212,7 @@ def _check_settings(
         "temperature": float(temperature),
         "end_id": end_id,
         "min_new_tokens": int(min_new_tokens),
-        "length_penalty": float(length_penalty),
+        "length_penalty": float(settings["length_penalty"]),
     }
 
 

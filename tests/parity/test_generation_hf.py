@@ -54,7 +54,12 @@ def gpt2(tmp_path_factory):
     return hf, ours, prompts
 
 
-def _hf_generate(hf, prompts, end_id=None, **kwargs):
+def _hf_generate(hf, prompts, end_id=None, skip=None, **kwargs):
+    """HF generate on each prompt alone; the new ids, cut at end_id.
+
+    `skip`: leading output ids that are not generated (default: the prompt,
+    as for a decoder-only model; 1 for T5's decoder start token).
+    """
     rows = []
     for prompt in prompts:
         ids = torch.tensor([prompt])
@@ -68,7 +73,7 @@ def _hf_generate(hf, prompts, end_id=None, **kwargs):
                 pad_token_id=0,
                 **kwargs,
             )
-        row = out[0, len(prompt) :].tolist()
+        row = out[0, len(prompt) if skip is None else skip :].tolist()
         if end_id is not None and end_id in row:
             row = row[: row.index(end_id)]
         rows.append(row)
@@ -164,36 +169,16 @@ def t5(request, tmp_path_factory):
     return hf, ours, prompts
 
 
-def _hf_generate_t5(hf, prompts, end_id, **kwargs):
-    rows = []
-    for prompt in prompts:
-        ids = torch.tensor([prompt])
-        with torch.no_grad():
-            out = hf.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=NEW,
-                do_sample=False,
-                eos_token_id=end_id,
-                **kwargs,
-            )
-        row = out[0, 1:].tolist()  # drop the decoder start token
-        if end_id is not None and end_id in row:
-            row = row[: row.index(end_id)]
-        rows.append(row)
-    return rows
-
-
 def test_t5_greedy_and_beam_equal_hf(t5):
     hf, ours, prompts = t5
-    reference = _hf_generate_t5(hf, prompts, None)
+    reference = _hf_generate(hf, prompts, None, skip=1)
     assert generate(ours, prompts, max_new_tokens=NEW) == reference
     end_id = reference[1][2]
-    reference = _hf_generate_t5(hf, prompts, end_id)
+    reference = _hf_generate(hf, prompts, end_id, skip=1)
     assert len(reference[1]) <= 2
     assert generate(ours, prompts, max_new_tokens=NEW, end_id=end_id) == reference
     for end in (None, end_id):
-        reference = _hf_generate_t5(hf, prompts, end, num_beams=4)
+        reference = _hf_generate(hf, prompts, end, skip=1, num_beams=4)
         beams = generate(ours, prompts, max_new_tokens=NEW, method="beam", num_beams=4, end_id=end)
         assert beams == reference, end
 

@@ -238,9 +238,10 @@ def test_t5_cached_equals_uncached():
     assert ours == reference.tolist()
 
 
-def test_bfloat16_policy_cached_equals_uncached():
+@pytest.mark.parametrize("policy", ["bfloat16", "mixed_bfloat16"])
+def test_bfloat16_policies_cached_equals_uncached(policy):
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("bfloat16")
+    keras.config.set_dtype_policy(policy)
     try:
         model = _build("gpt2", "lm", {})
         ours = generate(model, PROMPTS, max_new_tokens=4)

@@ -26,14 +26,14 @@ demo: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) examples/quickstart.py
 
 test: $(STAMP)
-	$(PY) -m ruff check kerasformers tests examples benchmarks
-	$(PY) -m ruff format --check kerasformers tests examples benchmarks
+	$(PY) -m ruff check kerasformers tests examples benchmarks pretraining
+	$(PY) -m ruff format --check kerasformers tests examples benchmarks pretraining
 	KERAS_BACKEND=jax $(PY) -m pytest -q tests
 	KERAS_BACKEND=torch $(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(PY) -m ruff format kerasformers tests examples benchmarks
-	$(PY) -m ruff check --fix kerasformers tests examples benchmarks
+	$(PY) -m ruff format kerasformers tests examples benchmarks pretraining
+	$(PY) -m ruff check --fix kerasformers tests examples benchmarks pretraining
 
 clean:
 	rm -rf $(VENV)

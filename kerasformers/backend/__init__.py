@@ -27,6 +27,7 @@ from kerasformers.backend.ops import (
     set_gelu,
     set_packed_linear,
     sparse_multilabel_categorical_crossentropy,
+    tied_dense,
 )
 from kerasformers.backend.recompute import (
     recompute_enabled,
@@ -58,5 +59,6 @@ __all__ = [
     "set_gelu",
     "set_packed_linear",
     "sparse_multilabel_categorical_crossentropy",
+    "tied_dense",
     "update_cache",
 ]

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kerasformers.backend import check_ids_in_range
+from kerasformers.backend import check_ids_in_range, tied_dense
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -29,9 +29,8 @@ class Embedding(keras.layers.Embedding):
         if mode == "embedding":
             check_ids_in_range(inputs, self.input_dim, self.name)
             return super().call(inputs)
-        kernel = ops.cast(self.embeddings, self.compute_dtype)
         # (batch, seq, hidden) x (vocab, hidden)^T -> (batch, seq, vocab)
-        return ops.matmul(inputs, ops.transpose(kernel))
+        return tied_dense(inputs, self.embeddings.value)
 
     def compute_output_shape(self, input_shape, mode="embedding"):
         self._check_mode(mode)

@@ -23,7 +23,7 @@ from keras import ops
 
 from kerasformers._generation_search import BeamSearch, TokenSearch
 from kerasformers.backend import compile_generation
-from kerasformers.models.decoding import DecodeState, attention_cache_specs, run_cached
+from kerasformers.models.decoding import DecodeState, attention_calls, run_cached
 
 METHODS = ("greedy", "beam", "sample")
 
@@ -281,11 +281,10 @@ def _plan(builder, settings, ids, segs, pad_lengths):
     if decoder is not builder:  # seq2seq
         context = builder.encoder(ids, training=False)
         context_mask = ops.cast(ops.not_equal(ids, builder.pad_token_id), "int32")
-        static = {}
-        for name, layer in decoder.layers.items():
-            if "CrossAttention" in name and hasattr(layer, "project_key_value"):
-                for count in range(decoder.call_counts.get(name, 1)):
-                    static[f"{name}/{count}"] = layer.project_key_value(context, context)
+        static = {
+            key: layer.project_key_value(context, context)
+            for key, layer in attention_calls(decoder, cross=True)
+        }
         slots = ops.arange(new, dtype="int32")
         return {
             "decoder": decoder,
@@ -345,13 +344,12 @@ def _decode(builder, settings, ids, segs, pad_lengths, seed):
     decoder = plan["decoder"]
     width = ops.shape(plan["prompt"])[1]
     length = ops.shape(plan["order"])[1]
-    dtype = _attention_dtype(decoder)
     caches = {
-        name: (
-            ops.zeros((batch, length, heads, key_size), dtype),
-            ops.zeros((batch, length, heads, value_size), dtype),
+        key: (
+            ops.zeros((batch, length, layer.heads, layer.key_size), layer.compute_dtype),
+            ops.zeros((batch, length, layer.heads, layer.head_size), layer.compute_dtype),
         )
-        for name, heads, key_size, value_size in attention_cache_specs(decoder)
+        for key, layer in attention_calls(decoder)
     }
     skip = _skip_layers(decoder)
     # Per-row tensors (beams repeat them).
@@ -402,13 +400,6 @@ def _decode(builder, settings, ids, segs, pad_lengths, seed):
 
     _, _, state = ops.while_loop(cond, body, (ops.convert_to_tensor(1), caches, state))
     return search.result(state)
-
-
-def _attention_dtype(builder):
-    for layer in builder.layers.values():
-        if hasattr(layer, "project_key_value"):
-            return layer.compute_dtype
-    return "float32"
 
 
 def _to_lists(tokens, end_id):

@@ -213,7 +213,7 @@ def test_cached_decoder_passes_equal_the_full_model(version, rng):
     the full model's logits."""
     from keras import ops
 
-    from kerasformers.models.decoding import DecodeState, attention_cache_specs, run_cached
+    from kerasformers.models.decoding import DecodeState, attention_calls, run_cached
 
     t5 = build_transformer_model(
         CONFIG, model=version, final_activation="linear", return_keras_model=False
@@ -229,12 +229,19 @@ def test_cached_decoder_passes_equal_the_full_model(version, rng):
     decoder = t5.decoder_builder
     length = target.shape[1]
     caches = {
-        name: (ops.zeros((2, length, heads, key)), ops.zeros((2, length, heads, value)))
-        for name, heads, key, value in attention_cache_specs(decoder)
+        key: (
+            ops.zeros((2, length, layer.heads, layer.key_size)),
+            ops.zeros((2, length, layer.heads, layer.head_size)),
+        )
+        for key, layer in attention_calls(decoder)
     }
     assert len(caches) == CONFIG["num_decoder_layers"]
     order = ops.broadcast_to(ops.arange(length, dtype="int32")[None], (2, length))
-    static, steps = {}, []
+    static = {
+        key: layer.project_key_value(context, context)
+        for key, layer in attention_calls(decoder, cross=True)
+    }
+    steps = []
     for t in range(length):
         state = DecodeState(
             caches,

@@ -46,7 +46,8 @@ class DecodeState:
             size), one per self-attention call ("<layer name>/<k>" for the
             k-th call of the layer in a pass: shared layers run several
             times); updated by the pass.
-        static_caches: {cache key: (keys, values)} of cross-attention (final).
+        static_caches: {cache key: (keys, values)} of cross-attention, final
+            (projected once per generation with `project_key_value`).
         index: first slot of this pass's tokens (int or scalar tensor).
         num_tokens: number of tokens in this pass (static int).
         order: (batch, length) int32; query slot i may see key slot j iff
@@ -112,18 +113,15 @@ class DecodeState:
         count = self.calls.get(layer.name, 0)
         self.calls[layer.name] = count + 1
         name = f"{layer.name}/{count}"
-        if "CrossAttention" in name:
-            if name not in self.static_caches:
-                self.static_caches[name] = layer.project_key_value(inputs[1], inputs[2])
-            arguments["cache"] = self.static_caches[name]
-        else:
-            if name not in self.caches:
-                raise KeyError(f"no key/value cache for attention layer {name!r}")
-            arguments["cache"] = self.caches[name]
+        cross = is_cross_attention(layer.name)
+        caches = self.static_caches if cross else self.caches
+        if name not in caches:
+            raise KeyError(f"no key/value cache for attention layer {name!r}")
+        arguments["cache"] = caches[name]
+        if not cross:
             arguments["cache_index"] = self.index
-        outputs = _call(layer, inputs, arguments)
-        *outputs, cache = outputs
-        if "CrossAttention" not in name:
+        *outputs, cache = _call(layer, inputs, arguments)
+        if not cross:
             self.caches[name] = cache
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
@@ -136,14 +134,20 @@ def _call(layer, inputs, arguments):
     return layer.call(inputs, **arguments)
 
 
-def attention_cache_specs(builder):
-    """[(cache key, heads, key size, value size)] of every self-attention call."""
-    specs = []
-    for name, layer in builder.layers.items():
-        if isinstance(layer, MultiHeadAttention) and "CrossAttention" not in name:
-            for count in range(builder.call_counts.get(name, 1)):
-                specs.append((f"{name}/{count}", layer.heads, layer.key_size, layer.head_size))
-    return specs
+def is_cross_attention(name):
+    """Cross-attention layers are named "...-MultiHeadCrossAttention" (T5's decoder)."""
+    return "CrossAttention" in name
+
+
+def attention_calls(builder, cross=False):
+    """[(cache key, layer)] of every self- (or cross-) attention call of a pass: a
+    shared layer called k times has keys "<name>/0" .. "<name>/<k-1>"."""
+    return [
+        (f"{name}/{count}", layer)
+        for name, layer in builder.layers.items()
+        if isinstance(layer, MultiHeadAttention) and is_cross_attention(name) == cross
+        for count in range(builder.call_counts.get(name, 1))
+    ]
 
 
 def run_cached(builder, inputs, state):

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kerasformers._autoregressive import AutoRegressiveDecoder
 from kerasformers._parallel import ParallelApplyError, parallel_apply, parallel_apply_generator
 from kerasformers._viterbi import ViterbiDecoder
+from kerasformers.generation.autoregressive import AutoRegressiveDecoder
 
 if TYPE_CHECKING:  # imported lazily by __getattr__ below
     from kerasformers._data_generator import DataGenerator, DataGeneratorDataset

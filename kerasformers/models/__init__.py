@@ -4,6 +4,7 @@ import inspect
 
 from kerasformers.models.albert import ALBERT, ALBERT_Unshared
 from kerasformers.models.bert import BERT, RoBERTa
+from kerasformers.models.config import load_config, translate_config
 from kerasformers.models.electra import ELECTRA
 from kerasformers.models.gpt import GPT, GPT2, GPT2_ML
 from kerasformers.models.masks import (
@@ -22,13 +23,8 @@ from kerasformers.models.masks import (
 from kerasformers.models.nezha import NEZHA
 from kerasformers.models.roformer import RoFormer, RoFormerV2
 from kerasformers.models.t5 import T5, T5_MODELS, T5_Base, T5_Decoder, T5_Encoder
-from kerasformers.models.transformer import (
-    FusedPart,
-    Transformer,
-    WeightLoadingError,
-    load_config,
-    translate_config,
-)
+from kerasformers.models.transformer import Transformer
+from kerasformers.models.weights import FusedPart, WeightLoadingError
 
 # model= name -> builder class. Later families register here.
 MODELS = {

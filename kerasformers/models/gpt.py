@@ -15,7 +15,8 @@ import keras
 
 from kerasformers.layers import Embedding, LayerNormalization
 from kerasformers.models.bert import BERT, _hf_norm
-from kerasformers.models.transformer import FusedPart, Transformer
+from kerasformers.models.transformer import Transformer
+from kerasformers.models.weights import FusedPart
 
 
 def _hf_conv1d(name):

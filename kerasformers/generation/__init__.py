@@ -7,7 +7,7 @@ one length; each self-attention layer gets a (batch, prompt + new tokens,
 heads, size) key/value cache that every step writes in place, so the shapes
 never change and the whole loop compiles once (see `kerasformers.backend.
 decoding` for how each backend runs it). The model's own template methods do
-the forward passes (`kerasformers.models.decoding`), so every family decodes
+the forward passes (`kerasformers.generation.cached`), so every family decodes
 the same way.
 
 Beam search follows HF transformers' (length penalty, early stopping off: a
@@ -21,9 +21,9 @@ Reference:
 import numpy as np
 from keras import ops
 
-from kerasformers._generation_search import BeamSearch, TokenSearch
 from kerasformers.backend import compile_generation
-from kerasformers.models.decoding import DecodeState, attention_calls, run_cached
+from kerasformers.generation.cached import DecodeState, attention_calls, run_cached
+from kerasformers.generation.search import BeamSearch, TokenSearch
 
 METHODS = ("greedy", "beam", "sample")
 

@@ -1,0 +1,316 @@
+"""Loading and saving a builder's weights by its checkpoint-name mappings.
+
+A family declares `variable_mapping()` (Google / bert4keras names) and
+`hf_variable_mapping()` (HF transformers names); this module pours checkpoint
+tensors into the layers by those mappings and writes them back. File formats
+are `kerasformers.checkpoints`' business: nothing here parses a file.
+"""
+
+import os
+import re
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+from kerasformers import checkpoints
+
+
+class FusedPart(NamedTuple):
+    """Mapping hook: the variable is slice `index` of `count` equal slices of one
+    checkpoint tensor along `axis` (GPT-2's c_attn holds q, k and v side by side).
+
+    Loading applies the named hook `hook` (if any) to the whole tensor, then
+    slices; saving concatenates the parts written under that name in index
+    order, then applies `save_<hook>`.
+
+    Example:
+        >>> [("h.0.attn.c_attn.weight", FusedPart(0, 3)),  # query kernel
+        ...  ("h.0.attn.c_attn.bias", FusedPart(0, 3))]    # query bias
+    """
+
+    index: int
+    count: int
+    axis: int = -1
+    hook: str | None = None
+
+
+class WeightLoadingError(ValueError):
+    """A checkpoint does not fit the model (missing, unexpected or mis-shaped tensors)."""
+
+
+class CheckpointMapping:
+    """The weight engine of every builder: mappings, named hooks, load and save."""
+
+    # Checkpoint names that are never weights (buffers, optimizer state): unused
+    # ones are ignored without complaint.
+    ignored_variable_patterns = (
+        r"(^|[./])position_ids$",
+        r"(^|/)global_step$",
+        r"/adam_[mv]$",
+        r"(^|[./])_?(step|iterations)$",
+    )
+    # HF base-model prefix: "bert.encoder..." and "encoder..." name the same tensor.
+    hf_prefix = ""
+    # Names (after prefix normalisation) of the encoder body. A checkpoint tensor in
+    # these namespaces that the model does not use means the config and checkpoint
+    # disagree (e.g. more layers in the file), which is an error.
+    body_prefixes = ()
+
+    def variable_mapping(self):
+        """{layer name: [Google checkpoint names, in layer.weights order]}."""
+        return {}
+
+    def hf_variable_mapping(self):
+        """{layer name: [HF transformers names, in layer.weights order]}."""
+        return {}
+
+    # A mapping entry is a name or (name, hook); hooks are named transforms applied
+    # on load (`load_<hook>`) and inverted on save (`save_<hook>`).
+    def load_transpose(self, value):
+        return value.T
+
+    def save_transpose(self, value):
+        return value.T
+
+    def load_embeddings(self, value):
+        """Applies keep_tokens / compound_tokens to a vocab-indexed tensor."""
+        if self.keep_tokens is not None:
+            value = value[np.asarray(self.keep_tokens)]
+        if self.compound_tokens is not None:
+            extra = []
+            for item in self.compound_tokens:
+                ids, weights = (item, [1] * len(item)) if isinstance(item, list) else item
+                extra.append(np.average(value[np.asarray(ids)], axis=0, weights=weights))
+            value = np.concatenate([value, np.stack(extra).astype(value.dtype)], axis=0)
+        return value
+
+    def save_embeddings(self, value):
+        return value
+
+    @staticmethod
+    def _split_entry(entry):
+        return (entry, None) if isinstance(entry, str) else tuple(entry)
+
+    def _load_hooked(self, value, hook):
+        """Applies an entry's load hook (a name or a FusedPart) to a checkpoint tensor."""
+        if isinstance(hook, FusedPart):
+            if hook.hook:
+                value = getattr(self, f"load_{hook.hook}")(value)
+            size = value.shape[hook.axis]
+            if size % hook.count:
+                raise ValueError(
+                    f"axis {hook.axis} has length {size}, which does not split into "
+                    f"{hook.count} equal parts"
+                )
+            return np.split(value, hook.count, axis=hook.axis)[hook.index]
+        if hook:
+            return getattr(self, f"load_{hook}")(value)
+        return value
+
+    def _hf_key(self, name):
+        if self.hf_prefix and name.startswith(self.hf_prefix):
+            return name[len(self.hf_prefix) :]
+        return name
+
+    def _resolve(self, mapping, find):
+        """{layer: [(name found in the checkpoint or None, wanted name, hook)]}."""
+        return {
+            layer: [(find(n), n, hook) for n, hook in map(self._split_entry, entries)]
+            for layer, entries in mapping.items()
+        }
+
+    def _choose_mapping(self, names):
+        """Picks the Google or HF mapping, whichever matches the checkpoint's names."""
+        name_set = set(names)
+        hf_lookup = {}
+        for name in names:
+            hf_lookup.setdefault(self._hf_key(name), name)
+
+        google_resolved = self._resolve(
+            self.variable_mapping(), lambda n: n if n in name_set else None
+        )
+        hf_resolved = self._resolve(
+            self.hf_variable_mapping(), lambda n: hf_lookup.get(self._hf_key(n))
+        )
+
+        def hits(resolved):
+            return sum(found is not None for v in resolved.values() for found, _, _ in v)
+
+        if hits(hf_resolved) > hits(google_resolved):
+            return "hf", hf_resolved
+        return "google", google_resolved
+
+    # ------------------------------------------------------------------ loading
+    def load_weights_from_checkpoint(self, checkpoint, mapping=None):
+        """Loads weights from a checkpoint file or directory (format auto-detected).
+
+        Args:
+            checkpoint: Google TF prefix, *.safetensors, pytorch_model.bin, a Keras
+                *.weights.h5, or a directory holding one of them.
+            mapping: optional {layer: [names]} overriding the family's mapping.
+
+        Raises:
+            WeightLoadingError: naming every missing, unexpected or mis-shaped
+                tensor (unless the builder has ignore_invalid_weights=True).
+            kerasformers.checkpoints.CheckpointError: unreadable / corrupt file.
+        """
+        fmt, path = checkpoints.detect_format(checkpoint)
+        if fmt == "keras":
+            self.model.load_weights(path)
+            self.defer_initialization = False
+            return
+        with checkpoints.open_checkpoint(path) as reader:
+            names = reader.names()
+            if mapping is not None:
+                convention = "custom"
+                resolved = self._resolve(mapping, lambda n: n if n in reader else None)
+            else:
+                convention, resolved = self._choose_mapping(names)
+            problems = []
+            used, assigned = set(), set()
+            fused_cache = (None, None)
+            for layer_name, entries in resolved.items():
+                layer_name = self.prefix + layer_name
+                if layer_name not in self.layers:
+                    continue
+                layer = self.layers[layer_name]
+                weights = layer.weights
+                if len(weights) != len(entries):
+                    raise WeightLoadingError(
+                        f"layer {layer_name!r} has {len(weights)} weights but the "
+                        f"{convention} mapping lists {len(entries)}: {[e[1] for e in entries]}"
+                    )
+                for variable, (found, wanted, hook) in zip(weights, entries, strict=True):
+                    if found is None:
+                        problems.append(
+                            f"missing tensor {wanted!r} for {variable.path} "
+                            f"(expected shape {tuple(variable.shape)})"
+                        )
+                        continue
+                    used.add(found)
+                    if isinstance(hook, FusedPart):
+                        # Parts of one fused tensor come in a row: read it once.
+                        if fused_cache[0] != found:
+                            fused_cache = (found, reader.get(found))
+                        value = fused_cache[1]
+                    else:
+                        value = reader.get(found)
+                    try:
+                        value = self._load_hooked(value, hook)
+                    except ValueError as err:
+                        problems.append(f"tensor {found!r} for {variable.path}: {err}")
+                        continue
+                    if tuple(value.shape) != tuple(variable.shape):
+                        problems.append(
+                            f"tensor {found!r} has shape {tuple(value.shape)} but "
+                            f"{variable.path} expects {tuple(variable.shape)}"
+                        )
+                        continue
+                    # Assigned one at a time so at most one tensor is in flight.
+                    dtype = keras.backend.standardize_dtype(variable.dtype)
+                    variable.assign(value.astype(dtype, copy=False))
+                    assigned.add(id(variable))
+                    del value
+            for layer_name, layer in self.layers.items():
+                unprefixed = layer_name[len(self.prefix) :]
+                if layer.weights and unprefixed not in resolved:
+                    problems.append(
+                        f"no {convention} mapping for layer {layer_name!r}: its weights "
+                        f"{[v.path for v in layer.weights]} were not loaded"
+                    )
+            problems.extend(self._unexpected(names, used, convention))
+            self._initialize_unloaded(assigned)
+            if problems and not self.ignore_invalid_weights:
+                raise WeightLoadingError(
+                    f"checkpoint {reader.path} does not fit the model "
+                    f"({convention} names):\n  "
+                    + "\n  ".join(problems)
+                    + "\n(pass ignore_invalid_weights=True to skip these)"
+                )
+
+    def _unexpected(self, names, used, convention):
+        """Unused checkpoint tensors inside the model body: a config mismatch."""
+        if convention == "custom":
+            return []
+        out = []
+        for name in names:
+            if name in used or any(re.search(p, name) for p in self.ignored_variable_patterns):
+                continue
+            key = self._hf_key(name) if convention == "hf" else name
+            if key.startswith(self.body_prefixes):
+                out.append(f"unexpected tensor {name!r}: the model has no weight for it")
+        return out
+
+    # ------------------------------------------------------------------ saving
+    def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None, format=None):
+        """Writes the weights as a Google TF checkpoint or an HF safetensors file.
+
+        Args:
+            filename: TF prefix (e.g. "out/bert_model.ckpt") or "*.safetensors".
+            mapping: optional {layer: [names]} to write under instead of the
+                family's Google (tf) or HF (safetensors) names.
+            dtype: cast floating tensors to this dtype (e.g. "float16").
+            format: "tf" or "safetensors"; by default from the file extension.
+
+        Returns:
+            The path written.
+        """
+        if format is None:
+            format = "safetensors" if str(filename).endswith(".safetensors") else "tf"
+        if format not in ("tf", "safetensors"):
+            raise ValueError(f"format must be 'tf' or 'safetensors', got {format!r}")
+        if mapping is None:
+            mapping = self.variable_mapping() if format == "tf" else self.hf_variable_mapping()
+        unmapped = [
+            name
+            for name, layer in self.layers.items()
+            if layer.weights and name[len(self.prefix) :] not in mapping
+        ]
+        if unmapped:
+            raise ValueError(
+                f"cannot save as {format}: the mapping has no names for layer(s) {unmapped}; "
+                "pass `mapping` (or choose the other format)"
+            )
+
+        def finish(value):
+            if dtype is not None and np.issubdtype(value.dtype, np.floating):
+                value = value.astype(dtype)
+            return np.ascontiguousarray(value)
+
+        tensors, fused = {}, {}
+        for layer_name, entries in mapping.items():
+            layer_name = self.prefix + layer_name
+            if layer_name not in self.layers:
+                continue
+            for variable, entry in zip(self.layers[layer_name].weights, entries, strict=True):
+                name, hook = self._split_entry(entry)
+                value = keras.ops.convert_to_numpy(variable)
+                if isinstance(hook, FusedPart):
+                    fused.setdefault(name, {})[hook.index] = (hook, value)
+                    continue
+                if hook:
+                    value = getattr(self, f"save_{hook}")(value)
+                tensors[name] = finish(value)
+        for name, parts in fused.items():
+            value = _fuse_parts(name, parts)
+            hook = parts[0][0].hook
+            if hook:
+                value = getattr(self, f"save_{hook}")(value)
+            tensors[name] = finish(value)
+        directory = os.path.dirname(str(filename))
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        return checkpoints.save_checkpoint(tensors, str(filename), format=format)
+
+
+def _fuse_parts(name, parts):
+    """Concatenates {index: (FusedPart, value)} back into one tensor."""
+    hook = next(iter(parts.values()))[0]
+    missing = sorted(set(range(hook.count)) - set(parts))
+    if missing:
+        raise ValueError(
+            f"cannot save fused tensor {name!r}: the mapping writes parts {sorted(parts)} "
+            f"of {hook.count} but not {missing}"
+        )
+    return np.concatenate([parts[i][1] for i in range(hook.count)], axis=hook.axis)

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from kerasformers._viterbi import ViterbiDecoder
 from kerasformers.layers import ConditionalRandomField, MaximumEntropyMarkovModel
+from kerasformers.snippets import ViterbiDecoder
 
 MASKS = {
     "post": [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]],

@@ -215,7 +215,8 @@ def test_gpt_unilm_and_errors():
     assert builder.application == "unilm"
     with pytest.raises(ValueError, match=r"application='unilm' needs segment ids"):
         build_transformer_model(CONFIG, model="gpt2", application="unilm")
-    with pytest.raises(ValueError, match=r"GPT always ends in its LM head: with_pool"):
+    # A decoder-only model has no BERT heads to switch on.
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['with_mlm'\] for model GPT"):
         build_transformer_model(CONFIG, model="gpt", with_mlm=True)
     with pytest.raises(ValueError, match=r"GPT2: untied LM heads"):
         build_transformer_model(CONFIG, model="gpt2", tie_word_embeddings=False)
@@ -300,16 +301,15 @@ def _fused_mapping(builder, hook=None):
     mapping = dict(builder.variable_mapping())
     for i in range(CONFIG["num_hidden_layers"]):
         layer = f"Transformer-{i}-MultiHeadSelfAttention"
-        names = mapping[layer]
-        fused = [
-            (
+        fused = {
+            f"{dense}/{kind}": (
                 f"fused/layer_{i}/qkv/{kind}",
                 FusedPart(part, 3, hook=hook if kind == "kernel" else None),
             )
-            for part in range(3)
+            for part, dense in enumerate(("q_dense", "k_dense", "v_dense"))
             for kind in ("kernel", "bias")
-        ]
-        mapping[layer] = fused + names[6:]
+        }
+        mapping[layer] = {**mapping[layer], **fused}
     return mapping
 
 
@@ -351,21 +351,21 @@ def test_fused_part_errors(rng, tmp_path):
     mapping = _fused_mapping(builder)
     # Only two of the three parts mapped: saving cannot rebuild the tensor.
     broken = dict(mapping)
-    broken["Transformer-0-MultiHeadSelfAttention"] = [
-        ("fused/layer_0/qkv/kernel", FusedPart(i % 2, 3)) if i % 2 == 0 else e
-        for i, e in enumerate(mapping["Transformer-0-MultiHeadSelfAttention"])
-    ]
+    broken["Transformer-0-MultiHeadSelfAttention"] = {
+        path: ("fused/layer_0/qkv/kernel", FusedPart(i % 2, 3)) if i % 2 == 0 else e
+        for i, (path, e) in enumerate(mapping["Transformer-0-MultiHeadSelfAttention"].items())
+    }
     with pytest.raises(ValueError, match=r"fused tensor 'fused/layer_0/qkv/kernel'.* not \[1, 2\]"):
         builder.save_weights_as_checkpoint(str(tmp_path / "x.safetensors"), mapping=broken)
     # A fused tensor that does not split evenly is a named loading error.
     path = builder.save_weights_as_checkpoint(str(tmp_path / "ok.safetensors"), mapping=mapping)
     five = {
-        layer: [
-            (e[0], FusedPart(e[1].index, 5))
+        layer: {
+            path: (e[0], FusedPart(e[1].index, 5))
             if isinstance(e, tuple) and isinstance(e[1], FusedPart)
             else e
-            for e in entries
-        ]
+            for path, e in entries.items()
+        }
         for layer, entries in mapping.items()
     }
     other = build_transformer_model(CONFIG, return_keras_model=False)

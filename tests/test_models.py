@@ -320,7 +320,9 @@ def test_save_dtype_and_format_errors(google_ckpt, tmp_path):
 def test_custom_mapping_load_and_save(google_ckpt, rng, tmp_path):
     builder, prefix = google_ckpt
     mapping = {
-        layer: ["custom/" + (e if isinstance(e, str) else e[0]) for e in entries]
+        layer: {
+            path: "custom/" + (e if isinstance(e, str) else e[0]) for path, e in entries.items()
+        }
         for layer, entries in builder.variable_mapping().items()
     }
     path = builder.save_weights_as_checkpoint(str(tmp_path / "c" / "model.ckpt"), mapping=mapping)
@@ -342,6 +344,6 @@ def test_custom_mapping_load_and_save(google_ckpt, rng, tmp_path):
     ):
         np.testing.assert_allclose(a, b, atol=1e-6)
     broken = dict(mapping)
-    broken["Embedding-Norm"] = ["custom/nope/beta", "custom/nope/gamma"]
+    broken["Embedding-Norm"] = {"beta": "custom/nope/beta", "gamma": "custom/nope/gamma"}
     with pytest.raises(WeightLoadingError, match="missing tensor 'custom/nope/beta'"):
         other.load_weights_from_checkpoint(path, mapping=broken)

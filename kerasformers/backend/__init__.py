@@ -5,7 +5,8 @@ This package is the only part of the library allowed to branch on
 `keras.backend.backend()`; everything else is plain `keras.ops`.
 """
 
-from kerasformers.backend.decoding import (
+from kerasformers.backend.generation import (
+    autocast,
     compile_generation,
     random_uniform,
     update_cache,
@@ -40,6 +41,7 @@ from kerasformers.backend.train_steps import (
 __all__ = [
     "activation_name",
     "apply_rotary_position_embeddings",
+    "autocast",
     "check_ids_in_range",
     "compile_generation",
     "dense",

@@ -2,6 +2,7 @@
 fast path (packed linear, SDPA), rotary embeddings, multilabel losses, schedules."""
 
 import os
+import warnings
 import weakref
 
 import keras
@@ -173,9 +174,13 @@ def dense(layer, x):
 # 0: never). Packed is faster at every size on a quiet machine (a GPT-2 decoding step:
 # 1.15-1.3x), but when the cores are oversubscribed oneDNN's two threads wait on each
 # other and a one-row call can take 100x longer; KF_PACKED_MIN_ROWS=16 avoids that.
+# "calls" counts the matmuls that took the packed path (tests and benchmarks read it);
+# "failure" says why it turned itself off, if it did.
 _PACKED_LINEAR = {
     "enabled": os.environ.get("KF_PACKED_LINEAR", "1") != "0",
     "min_rows": int(os.environ.get("KF_PACKED_MIN_ROWS", "0")),
+    "calls": 0,
+    "failure": None,
 }
 # id(kernel) -> (weak reference to it, {dtype: (kernel version, packed weight)}).
 # Keyed by id: tensors compare elementwise, so they cannot be dict keys themselves
@@ -184,8 +189,13 @@ _PACKED_CACHE = {}
 
 
 def set_packed_linear(enabled):
-    """Turns the packed-weight oneDNN inference path of torch on or off."""
+    """Turns the packed-weight oneDNN inference path of torch on or off.
+
+    The path also turns itself off, with a RuntimeWarning naming the failing op, the
+    first time one of its private oneDNN ops fails; turning it on again retries it.
+    """
     _PACKED_LINEAR["enabled"] = bool(enabled)
+    _PACKED_LINEAR["failure"] = None
     _PACKED_CACHE.clear()
 
 
@@ -214,8 +224,12 @@ def _packed_linear(x, kernel, bias, activation, out_in=False):
 
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
         return None
-    if x.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return None
+    op = "torch.ops.mkldnn._is_mkldnn_bf16_supported"
+    try:
+        if x.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return None
+    except Exception as err:  # any failure: the plain path below is always right
+        return _packed_linear_failed(op, err)
     if activation is None:
         attr, algorithm = "none", ""
     elif activation is gelu_erf:
@@ -227,6 +241,7 @@ def _packed_linear(x, kernel, bias, activation, out_in=False):
     else:
         attr, algorithm = "none", ""
     try:
+        op = "the packed-weight cache"
         owner, entries = _PACKED_CACHE.get(id(kernel), (None, None))
         if owner is None or owner() is not kernel:
             key = id(kernel)
@@ -237,14 +252,33 @@ def _packed_linear(x, kernel, bias, activation, out_in=False):
         if version != kernel._version:
             weight = kernel.detach().to(x.dtype)
             weight = (weight if out_in else weight.t()).contiguous()  # (out, in)
+            op = "torch.ops.mkldnn._reorder_linear_weight"
             packed = torch.ops.mkldnn._reorder_linear_weight(weight)
             entries[x.dtype] = (kernel._version, packed)
+        op = "torch.ops.mkldnn._linear_pointwise"
         out = torch.ops.mkldnn._linear_pointwise(x, packed, bias, attr, [], algorithm)
-    except (RuntimeError, AttributeError, TypeError):
-        # A torch build without these oneDNN ops: fall back for good.
-        _PACKED_LINEAR["enabled"] = False
-        return None
+    except Exception as err:  # any failure: the plain path below is always right
+        return _packed_linear_failed(op, err)
+    if not torch.compiler.is_compiling():  # a traced counter would guard every call
+        _PACKED_LINEAR["calls"] += 1
     return activation(out) if attr == "none" and activation is not None else out
+
+
+def _packed_linear_failed(op, err):
+    """Turns the packed path off for good (a torch build without these oneDNN ops, an
+    unsupported CPU or shape) and says so once; the caller then takes the plain path."""
+    if _PACKED_LINEAR["enabled"]:
+        _PACKED_LINEAR["enabled"] = False
+        _PACKED_CACHE.clear()
+        _PACKED_LINEAR["failure"] = f"{op} raised {type(err).__name__}: {err}"
+        warnings.warn(
+            f"kerasformers: the torch CPU fast path (packed oneDNN linear) is off from now "
+            f"on: {_PACKED_LINEAR['failure']}. Dense layers fall back to F.linear (same "
+            "results, slower); set KF_PACKED_LINEAR=0 to skip the fast path and this warning.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return None
 
 
 def layer_norm(x, gamma=None, beta=None, epsilon=1e-12):

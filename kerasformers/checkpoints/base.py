@@ -7,6 +7,32 @@ import os
 
 import numpy as np
 
+# numpy's limits: at most 64 axes (32 before numpy 2), and the byte size of an array,
+# zero-length axes aside, must fit in a signed 64-bit integer.
+MAX_RANK = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
+_MAX_BYTES = 2**63 - 1
+
+
+def shape_problem(shape: tuple[int, ...], itemsize: int) -> str | None:
+    """Says why numpy could not hold an array of this shape, or None if it can.
+
+    Checked before any array is made, so a hostile header (a zero-length axis times
+    2**62, a hundred axes) is an error naming the file, not numpy's "array is too big"
+    later. numpy multiplies the non-zero dimensions and the item size with overflow
+    checks; so do we.
+    """
+    if len(shape) > MAX_RANK:
+        return f"has {len(shape)} dimensions (numpy holds at most {MAX_RANK})"
+    nbytes = max(itemsize, 1)
+    for dim in shape:
+        if dim < 0:
+            return f"has a negative dimension in shape {list(shape)}"
+        if dim:
+            nbytes *= dim
+            if nbytes > _MAX_BYTES:
+                return f"has shape {list(shape)}, too large for any array (over 2**63 bytes)"
+    return None
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, of an unknown format, damaged, or unsupported.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import glob
 import os
 import re
+import warnings
 
+from .atomic import BACKUP_SUFFIX
 from .base import CheckpointError, CheckpointReader
 
 __all__ = ["detect_format", "open_checkpoint", "save_checkpoint", "FORMATS"]
@@ -17,7 +19,27 @@ _ALLOWED = (
     "(or pytorch_model.bin.index.json), or Keras *.weights.h5"
 )
 _DATA_FILE = re.compile(r"^(.*)\.data-\d{5}-of-\d{5}$")
+# What save_checkpoint names a checkpoint it is asked to write into a directory.
+DEFAULT_NAMES = {"tf": "model.ckpt", "safetensors": "model.safetensors"}
 _STATE_LINE = re.compile(r'^\s*model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$', re.MULTILINE)
+
+
+def _tf_backup(prefix: str) -> str | None:
+    """The backup an interrupted save left of `prefix` (its index is missing), or None.
+
+    A save moves the old checkpoint to ``prefix + BACKUP_SUFFIX`` before it puts the new one
+    in place (see `atomic`); a crash in between leaves only the backup complete.
+    """
+    backup = prefix + BACKUP_SUFFIX
+    if os.path.isfile(prefix + ".index") or not os.path.isfile(backup + ".index"):
+        return None
+    warnings.warn(
+        f"{prefix}.index is missing: loading {backup}, the previous checkpoint kept by a "
+        "save that was interrupted",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return backup
 
 
 def _detect_file(path: str) -> tuple[str, str]:
@@ -58,12 +80,17 @@ def _tf_from_state_file(directory: str) -> str | None:
         return None
     recorded = re.sub(r"\\(.)", r"\1", match.group(1))
     # The recorded path may be relative, or absolute from the machine that wrote it.
-    for prefix in (
+    candidates = (
         os.path.join(directory, recorded),
         os.path.join(directory, os.path.basename(recorded)),
-    ):
+    )
+    for prefix in candidates:
         if os.path.isfile(prefix + ".index"):
             return prefix
+    for prefix in candidates:
+        backup = _tf_backup(prefix)
+        if backup is not None:
+            return backup
     return None
 
 
@@ -85,7 +112,16 @@ def _detect_directory(directory: str) -> tuple[str, str]:
 
     prefix = _tf_from_state_file(directory)
     if prefix is None:
-        prefix = _one(directory, "TensorFlow", [p[: -len(".index")] for p in files("*.index")])
+        prefixes = [p[: -len(".index")] for p in files("*.index")]
+        # A save's backup of a checkpoint whose index is back in place is not a second one.
+        main = [
+            p
+            for p in prefixes
+            if not (p.endswith(BACKUP_SUFFIX) and p[: -len(BACKUP_SUFFIX)] in prefixes)
+        ]
+        prefix = _one(directory, "TensorFlow", main)
+        if prefix is not None and prefix.endswith(BACKUP_SUFFIX):
+            prefix = _tf_backup(prefix[: -len(BACKUP_SUFFIX)]) or prefix
     if prefix is not None:
         return "tf", prefix
     for kind, fmt, exact, pattern in (
@@ -134,6 +170,10 @@ def detect_format(path: str | os.PathLike) -> tuple[str, str]:
     if os.path.isfile(path + ".index"):
         return "tf", path
     if not os.path.exists(path):
+        prefix = path[: -len(".index")] if path.endswith(".index") else path
+        backup = _tf_backup(prefix)
+        if backup is not None:
+            return "tf", backup
         raise CheckpointError(f"checkpoint not found: {path} (no such file or directory)")
     return _detect_file(path)
 
@@ -173,11 +213,16 @@ def open_checkpoint(path: str | os.PathLike) -> CheckpointReader:
 def save_checkpoint(tensors: dict, path: str | os.PathLike, format: str | None = None) -> str:
     """Writes a dict of arrays as a checkpoint.
 
+    An existing checkpoint at `path` is replaced crash-safely: whenever the process dies,
+    the old or the new checkpoint loads, complete (see `kerasformers.checkpoints.atomic`).
+
     Args:
         tensors: Mapping of tensor name to numpy array (or anything `np.asarray` accepts).
         path: For ``"tf"`` the prefix (``out/model.ckpt`` gives ``.index`` and
             ``.data-00000-of-00001`` next to a ``checkpoint`` state file); for
-            ``"safetensors"`` the file name.
+            ``"safetensors"`` the file name. A directory (an existing one, or a path
+            ending in a separator) gets ``model.ckpt`` / ``model.safetensors`` inside
+            it, which `detect_format` finds in that directory.
         format: ``"tf"`` or ``"safetensors"``. If None, ``"safetensors"`` when the path ends in
             ``.safetensors``, otherwise ``"tf"``.
 
@@ -187,6 +232,9 @@ def save_checkpoint(tensors: dict, path: str | os.PathLike, format: str | None =
     path = os.fspath(path)
     if format is None:
         format = "safetensors" if path.endswith(".safetensors") else "tf"
+    if format in DEFAULT_NAMES and (path.endswith(("/", os.sep)) or os.path.isdir(path)):
+        # Into the directory, under the name its loader looks for first.
+        path = os.path.join(path, DEFAULT_NAMES[format])
     if format == "tf":
         if path.endswith((".safetensors", ".index", ".bin", ".h5")):
             raise CheckpointError(

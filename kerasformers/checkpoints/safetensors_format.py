@@ -21,7 +21,8 @@ import struct
 import ml_dtypes
 import numpy as np
 
-from .base import CheckpointError, CheckpointReader
+from .atomic import replace_file
+from .base import CheckpointError, CheckpointReader, shape_problem
 
 __all__ = ["SafetensorsReader", "write_safetensors"]
 
@@ -44,6 +45,43 @@ _DTYPES = {
     "C64": np.dtype("<c8"),
 }
 _MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
+# A valid header nests three levels ({name: {"shape": [...]}}); json.loads recurses
+# once per level and a hostile header of nested brackets ends in RecursionError.
+_MAX_DEPTH = 64
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+
+
+def _nesting_depth(raw: bytes, chunk: int = 1 << 20) -> int:
+    """How deep the brackets of a JSON text nest, brackets inside strings not counted.
+
+    Linear in the size, in numpy, a chunk at a time: a regular expression skipping the
+    strings takes quadratic time on a header of many escaped quotes.
+    """
+    data = np.frombuffer(raw, np.uint8)
+    depth = deepest = 0
+    backslashes = 0  # the run of backslashes that ended the previous chunk
+    in_string = 0
+    for start in range(0, len(data), chunk):
+        part = data[start : start + chunk]
+        index = np.arange(len(part))
+        is_backslash = part == _BACKSLASH
+        # Index of the last non-backslash at or before each position (-1: none in this chunk).
+        last_other = np.maximum.accumulate(np.where(is_backslash, -1, index))
+        # Backslashes right before each position: an odd run escapes a quote.
+        run = np.empty(len(part), np.int64)
+        run[0] = backslashes
+        run[1:] = index[:-1] - last_other[:-1] + np.where(last_other[:-1] < 0, backslashes, 0)
+        quotes = (part == _QUOTE) & (run % 2 == 0)
+        outside = (np.cumsum(quotes) + in_string) % 2 == 0
+        opening = ((part == ord("[")) | (part == ord("{"))) & outside
+        closing = ((part == ord("]")) | (part == ord("}"))) & outside
+        levels = depth + np.cumsum(opening.astype(np.int64) - closing)
+        deepest = max(deepest, int(levels.max()))
+        depth = int(levels[-1])
+        in_string = int(np.count_nonzero(quotes) + in_string) % 2
+        tail = len(part) - 1 - last_other[-1]
+        backslashes = int(tail + (backslashes if last_other[-1] < 0 else 0))
+    return deepest
 
 
 def _parse_header(path: str) -> tuple[dict, dict, int, int]:
@@ -57,17 +95,28 @@ def _parse_header(path: str) -> tuple[dict, dict, int, int]:
                     f"{path} is too short ({size} bytes) to be a safetensors file"
                 )
             (length,) = struct.unpack("<Q", head)
-            if length > min(size - 8, _MAX_HEADER):
+            if length > size - 8:
                 raise CheckpointError(
                     f"{path} is not a valid safetensors file: header length {length} does not "
                     f"fit in the file ({size} bytes)"
                 )
+            if length > _MAX_HEADER:
+                raise CheckpointError(
+                    f"{path} is not a valid safetensors file: its header of {length} bytes is "
+                    f"over the {_MAX_HEADER}-byte limit of the format"
+                )
             raw = f.read(length)
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    depth = _nesting_depth(raw)
+    if depth > _MAX_DEPTH:
+        raise CheckpointError(
+            f"{path} is not a valid safetensors file: its header nests {depth} levels deep "
+            f"(a safetensors header nests 3, at most {_MAX_DEPTH} are read)"
+        )
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CheckpointError(
             f"{path} is not a valid safetensors file: bad header ({exc})"
         ) from None
@@ -109,11 +158,19 @@ class SafetensorsReader(CheckpointReader):
 
     def _open_sharded(self) -> None:
         try:
-            with open(self.path, encoding="utf-8") as f:
-                index = json.load(f)
+            with open(self.path, "rb") as f:
+                raw = f.read()
         except OSError as exc:
             raise CheckpointError(f"cannot read {self.path}: {exc.strerror}") from None
-        except ValueError as exc:
+        depth = _nesting_depth(raw)
+        if depth > _MAX_DEPTH:
+            raise CheckpointError(
+                f"{self.path} is not a valid index: it nests {depth} levels deep "
+                f"(an index nests 2, at most {_MAX_DEPTH} are read)"
+            )
+        try:
+            index = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise CheckpointError(f"{self.path} is not valid JSON: {exc}") from None
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not all(
@@ -159,11 +216,16 @@ class SafetensorsReader(CheckpointReader):
             raise bad("has no description")
         dtype = _DTYPES.get(info.get("dtype"))
         if dtype is None:
-            self.skipped[name] = f"unsupported safetensors dtype {info.get('dtype')!r}"
-            return
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has dtype {info.get('dtype')!r}, which is not "
+                f"supported (supported: {', '.join(sorted(_DTYPES))})"
+            )
         shape, offsets = info.get("shape"), info.get("data_offsets")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise bad(f"has an invalid shape {shape!r}")
+        problem = shape_problem(tuple(shape), dtype.itemsize)
+        if problem:
+            raise bad(problem)
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
@@ -241,7 +303,7 @@ def write_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | N
     tmp = path + ".tmp"
     try:
         save_file(arrays, tmp, metadata=meta)
-        os.replace(tmp, path)
+        replace_file(tmp, path)  # the old file or the new one, whenever a crash comes
     except Exception as exc:
         if os.path.exists(tmp):
             os.remove(tmp)

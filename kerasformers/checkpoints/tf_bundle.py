@@ -19,6 +19,7 @@ CRC of its bytes on disk (``WriteStringTensor`` in ``tensor_bundle.cc``).
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import struct
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from .base import CheckpointError, CheckpointReader
+from .atomic import BACKUP_SUFFIX, fsync_directory, fsync_file, link_or_copy, replace_file
+from .base import CheckpointError, CheckpointReader, shape_problem
 from .crc import crc32c, mask, masked_crc32c
 from .sstable import (
     FormatError,
@@ -249,19 +251,20 @@ class TFCheckpointReader(CheckpointReader):
             raise FormatError(f"shard id {shard} is not below the number of shards")
         if offset < 0 or size < 0:
             raise FormatError(f"negative offset or size ({offset}, {size})")
+        dtype = _STRING_DTYPE if dtype_enum == _DT_STRING else _NUMERIC_DTYPES[dtype_enum]
+        problem = shape_problem(shape, dtype.itemsize)
+        if problem:
+            raise FormatError(f"the tensor {problem}")
         count = math.prod(shape)
         if dtype_enum == _DT_STRING:
-            dtype = _STRING_DTYPE
             # Each string costs at least a one-byte length, and the lengths carry a checksum.
             if size < count + 4:
                 raise FormatError(f"{size} bytes cannot hold {count} strings")
-        else:
-            dtype = _NUMERIC_DTYPES[dtype_enum]
-            if count * dtype.itemsize != size:
-                raise FormatError(
-                    f"shape {list(shape)} of {dtype.name} needs {count * dtype.itemsize} bytes "
-                    f"but the entry says {size}"
-                )
+        elif count * dtype.itemsize != size:
+            raise FormatError(
+                f"shape {list(shape)} of {dtype.name} needs {count * dtype.itemsize} bytes "
+                f"but the entry says {size}"
+            )
         file_size = self._shard_size(shard, shard_sizes)
         if offset + size > file_size:
             path = data_file_path(self.path, shard, self.num_shards)
@@ -413,7 +416,7 @@ def _write_state_file(prefix: str) -> None:
     tmp = os.path.join(directory, ".checkpoint.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, os.path.join(directory, "checkpoint"))
+    replace_file(tmp, os.path.join(directory, "checkpoint"))
 
 
 def write_tf_checkpoint(
@@ -473,13 +476,58 @@ def write_tf_checkpoint(
             for name in names:
                 table.add(name.encode("utf-8"), protos[name])
             table.finish()
+        for tmp in written:
+            fsync_file(tmp)
     except BaseException:
         for tmp in written:
             if os.path.exists(tmp):
                 os.remove(tmp)
         raise
-    for tmp in written:
-        os.replace(tmp, tmp[: -len(".tmp")])
+    _commit_pair(prefix, [tmp[: -len(".tmp")] for tmp in written[:-1]])
     if write_state:
         _write_state_file(prefix)
     return prefix
+
+
+def _data_files(prefix: str) -> list[str]:
+    """The data files of any shard count that exist for `prefix`."""
+    pattern = glob.escape(prefix) + ".data-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]"
+    return sorted(glob.glob(pattern))
+
+
+def _remove_pair(prefix: str) -> None:
+    # The index first: data without an index is ignored, an index without data is not.
+    if os.path.lexists(prefix + ".index"):
+        os.remove(prefix + ".index")
+    for path in _data_files(prefix):
+        os.remove(path)
+
+
+def _commit_pair(prefix: str, data_paths: list[str]) -> None:
+    """Moves the written ``<name>.tmp`` files in over the old checkpoint, crash-safely.
+
+    At every step a complete checkpoint, old or new, is where `detect_format` looks: the
+    old one is kept as ``prefix + BACKUP_SUFFIX`` until the new index is in (see `atomic`).
+    """
+    index_path = prefix + ".index"
+    backup = prefix + BACKUP_SUFFIX
+    directory = os.path.dirname(os.path.abspath(prefix))
+    old_data = _data_files(prefix)
+    if os.path.isfile(index_path):
+        # The old pair is complete (an index never exists without its data): a backup
+        # left by an interrupted save is out of date.
+        _remove_pair(backup)
+        for path in old_data:
+            link_or_copy(path, backup + path[len(prefix) :])
+        fsync_directory(directory)
+        os.replace(index_path, backup + ".index")
+        fsync_directory(directory)
+    for path in data_paths:
+        os.replace(path + ".tmp", path)
+    fsync_directory(directory)  # the data is in place before the index pointing into it
+    os.replace(index_path + ".tmp", index_path)
+    fsync_directory(directory)
+    _remove_pair(backup)
+    for path in old_data:
+        if path not in data_paths:  # shards of an old checkpoint with another shard count
+            os.remove(path)

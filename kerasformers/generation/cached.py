@@ -1,181 +1,222 @@
-"""Cached forward passes of a builder's model, for `kerasformers.generation`.
+"""The cached forward pass: a model's own graph, run over a few new tokens.
 
-A builder assembles its keras.Model by calling its template methods
-(`apply_embeddings`, `apply_main_layers`, `apply_final_layers`) on symbolic
-inputs, every layer going through `Transformer.apply`. Generation runs the
-same template methods again on real tensors with a `DecodeState` set: `apply`
-then hands each call to `DecodeState.call`, which
+Generation does not re-run a builder's template methods: it walks the
+keras.Model's functional graph (so a model loaded from `.keras` decodes too)
+on real tensors, node by node, with a `Decoding` object describing the pass.
+Every layer is called as in the model, except that a layer which acts
+differently while decoding says so through one hook,
 
-- gives every self-attention layer its key/value cache (written in place at
-  the new tokens' slots) and every cross-attention layer its keys/values
-  projected once;
-- replaces the application's mask ("lm" / "unilm") by the same rule over the
-  cache slots, with the prompts' left padding masked out;
-- gives position layers the new tokens' positions: absolute ones counted from
-  each row's first real token, relative ones (rotary, NEZHA, T5) in slots,
-  which is the same thing for them;
-- drops Dropout layers and the final softmax (generation works on logits);
-- calls each layer's `call` directly: no Keras `__call__` bookkeeping per
-  layer per token (unless the layer autocasts under a mixed dtype policy).
+    layer.decode_call(decoding, *args, **kwargs)
 
-So a family needs no generation code of its own: if its template methods run,
-it decodes with a cache.
+called instead of `layer.call`. The hooks of this library:
+
+- attention layers keep their own key/value cache (`decoding.cache()` /
+  `decoding.store()`), sized by the layer (its heads, key and value sizes);
+  cross-attention projects its keys/values once;
+- the lm / unilm mask layer gives the mask over the cache slots, with the
+  prompts' left padding hidden;
+- position layers take the new tokens' positions from the pass;
+- a tied LM head computes the last token's logits only, and the head's final
+  softmax passes logits through.
+
+Dropout needs no hook (the pass runs in inference mode). Nodes that depend
+only on "static" inputs (T5's encoder input) are computed in the first pass
+and their results reused by every later one, so T5's encoder runs once.
 """
+
+import threading
+import weakref
 
 import keras
 from keras import ops
 
-from kerasformers.backend import infinity
-from kerasformers.layers import (
-    MultiHeadAttention,
-    PositionEmbedding,
-    RelativePositionEmbedding,
-    SinusoidalPositionEmbedding,
-)
-from kerasformers.models.masks import AttentionBias
+from kerasformers.backend import autocast
+
+# Model input names (without the builder's prefix) -> what generation feeds.
+INPUT_ROLES = {
+    "Input-Token": "tokens",
+    "Decoder-Input-Token": "tokens",
+    "Input-Segment": "segments",
+    "Input-Position": "positions",
+    "Encoder-Input-Token": "source",
+}
+STATIC_ROLES = ("source",)
 
 
-class DecodeState:
-    """The cache and positions of one cached forward pass over `length` slots.
+class Decoding:
+    """What one cached pass over `num_tokens` new tokens needs to know.
 
-    Slots are the columns of the cache: prompts are left-padded to a common
+    Slots are the columns of the caches: prompts are left-padded to a common
     length, so row b's real tokens start at slot `pad_lengths[b]`.
 
-    Args:
-        caches: {cache key: (keys, values)}, each (batch, length, heads,
-            size), one per self-attention call ("<layer name>/<k>" for the
-            k-th call of the layer in a pass: shared layers run several
-            times); updated by the pass.
-        static_caches: {cache key: (keys, values)} of cross-attention, final
-            (projected once per generation with `project_key_value`).
+    Attributes:
         index: first slot of this pass's tokens (int or scalar tensor).
-        num_tokens: number of tokens in this pass (static int).
-        order: (batch, length) int32; query slot i may see key slot j iff
-            order[j] <= order[i] (arange for "lm", the UniLM segment cumsum
-            extended past the prompt for "unilm").
-        valid: (batch, length) bool, False on padding slots.
-        pad_lengths: (batch,) int32 left-padding of each row.
-        skip_layers: names of layers to treat as the identity (final softmax).
+        num_tokens: number of new tokens (static int).
+        length: number of slots of every cache (static int).
+        query_slots: (num_tokens,) int32 slots of the new tokens.
+        key_slots: (length,) int32 every slot.
+        positions: (batch, num_tokens) int32 absolute positions, counted from
+            each row's first real token.
+        valid: (batch, length) bool, False on the left padding.
     """
 
-    def __init__(
-        self,
-        caches,
-        index,
-        num_tokens,
-        order,
-        valid,
-        pad_lengths,
-        static_caches=None,
-        skip_layers=(),
-    ):
-        self.caches = caches
-        self.static_caches = static_caches if static_caches is not None else {}
+    def __init__(self, index, num_tokens, length, pad_lengths, caches, statics):
         self.index = index
         self.num_tokens = num_tokens
-        self.valid = valid
-        self.pad_lengths = pad_lengths
-        self.skip_layers = set(skip_layers)
-        self.calls = {}  # layer name -> calls so far in this pass
-        self.length = ops.shape(order)[1]
-        batch = ops.shape(order)[0]
-        # (num_tokens,) slots of this pass's tokens
-        self.slots = ops.arange(num_tokens, dtype="int32") + index
-        # (batch, num_tokens) order of the queries
-        query_order = ops.slice(order, (0, index), (batch, num_tokens))
-        # (batch, 1, q, length): order rule and padding, as one additive bias
-        allowed = ops.logical_and(order[:, None, :] <= query_order[:, :, None], valid[:, None, :])
-        self.bias = ((ops.cast(allowed, "float32") - 1.0) * infinity())[:, None]
-        # (batch, q) absolute positions, counted from each row's first real token
-        self.position_ids = ops.maximum(self.slots[None, :] - pad_lengths[:, None], 0)
+        self.length = length
+        self.query_slots = ops.arange(num_tokens, dtype="int32") + index
+        self.key_slots = ops.arange(length, dtype="int32")
+        self.positions = ops.maximum(self.query_slots[None, :] - pad_lengths[:, None], 0)
+        self.valid = self.key_slots[None, :] >= pad_lengths[:, None]
+        self._caches = caches
+        self._statics = statics
+        self.caches = {}  # this pass's updated caches
+        self.statics = {}  # first pass only: values kept for the whole generation
+        self._key = None
 
-    def call(self, layer, inputs, arguments):
-        """Runs `layer` on `inputs` the way a cached pass needs (see module doc)."""
-        arguments = dict(arguments or {})
-        if isinstance(layer, keras.layers.Dropout) or layer.name in self.skip_layers:
-            return inputs
-        if isinstance(layer, AttentionBias):
-            return self.bias
-        if isinstance(layer, MultiHeadAttention):
-            return self._attention(layer, inputs, arguments)
-        if isinstance(layer, PositionEmbedding) and not layer.custom_position_ids:
-            arguments["position_ids"] = self.position_ids
-        elif isinstance(layer, SinusoidalPositionEmbedding) and not layer.custom_position_ids:
-            arguments["position_ids"] = self.slots[None, :]
-        elif isinstance(layer, RelativePositionEmbedding) or getattr(
-            layer, "takes_query_key_positions", False
-        ):
-            arguments["query_positions"] = self.slots
-            arguments["key_positions"] = ops.arange(self.length, dtype="int32")
-        return _call(layer, inputs, arguments)
+    def cache(self):
+        """The calling layer's cache from the previous pass (None on the first)."""
+        if self._key in self._statics:
+            return self._statics[self._key]
+        return self._caches.get(self._key)
 
-    def _attention(self, layer, inputs, arguments):
-        count = self.calls.get(layer.name, 0)
-        self.calls[layer.name] = count + 1
-        name = f"{layer.name}/{count}"
-        cross = is_cross_attention(layer.name)
-        caches = self.static_caches if cross else self.caches
-        if name not in caches:
-            raise KeyError(f"no key/value cache for attention layer {name!r}")
-        arguments["cache"] = caches[name]
-        if not cross:
-            arguments["cache_index"] = self.index
-        *outputs, cache = _call(layer, inputs, arguments)
-        if not cross:
-            self.caches[name] = cache
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+    def store(self, value, static=False):
+        """Keeps the calling layer's cache for the next pass; `static` values are
+        written once (first pass) and never reordered between beams."""
+        if static:
+            if self._key not in self._statics:
+                self.statics[self._key] = value
+        else:
+            self.caches[self._key] = value
 
 
-def _call(layer, inputs, arguments):
+class GraphPlan:
+    """The nodes of a functional model in execution order, and their roles."""
+
+    def __init__(self, model):
+        if not hasattr(model, "_nodes_by_depth") or not model.inputs:
+            raise ValueError(
+                "generate needs a functional keras.Model (what build_transformer_model "
+                f"returns, or one loaded from .keras); got {type(model).__name__}"
+            )
+        self.model = model
+        self.roles = []
+        for tensor in model.inputs:
+            name = getattr(tensor, "name", "") or ""
+            role = _role(name)
+            if role is None:
+                raise ValueError(
+                    f"generate: the model input {name!r} is not one generation can feed "
+                    f"(known: {sorted(INPUT_ROLES)}, after the builder's prefix)"
+                )
+            self.roles.append(role)
+        if "tokens" not in self.roles:
+            raise ValueError(
+                f"generate: the model has no token input to decode ({self.roles}); a T5 "
+                "decoder alone needs its context: give the full T5 model"
+            )
+        self.nodes = []
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[depth]:
+                if node.operation is not None and not node.is_input:
+                    self.nodes.append(node)
+        # Tensors that depend on static inputs only, and those of them later passes read.
+        static = {
+            id(t) for t, role in zip(model.inputs, self.roles, strict=True) if role in STATIC_ROLES
+        }
+        self.static_nodes = set()
+        for index, node in enumerate(self.nodes):
+            if node.input_tensors and all(id(t) in static for t in node.input_tensors):
+                self.static_nodes.add(index)
+                static.update(id(t) for t in node.outputs)
+        self.frontier = sorted(
+            {
+                id(t)
+                for index, node in enumerate(self.nodes)
+                if index not in self.static_nodes
+                for t in node.input_tensors
+                if id(t) in static
+            }
+        )
+        operations = [node.operation for node in self.nodes]
+        masks = [op for op in operations if hasattr(op, "decodes_causally")]
+        self.causal = bool(masks) and all(op.decodes_causally for op in masks)
+        segments = {op.decode_segment for op in masks if op.decodes_causally}
+        self.decode_segment = segments.pop() if len(segments) == 1 else None
+        self.vocab_size = _last_dim(model.outputs[-1])
+
+    def run(self, feeds, decoding, frontier=None):
+        """One pass; returns (batch, vocab) last-token logits and the frontier values.
+
+        Args:
+            feeds: {role: tensor} of this pass's inputs.
+            decoding: the `Decoding` of the pass (its caches are updated).
+            frontier: static values of the first pass ({str(id): tensor}); None
+                in the first pass, which computes them.
+        """
+        values = {}
+        for tensor, role in zip(self.model.inputs, self.roles, strict=True):
+            if frontier is None or role not in STATIC_ROLES:
+                values[id(tensor)] = feeds[role]
+        if frontier is not None:
+            values.update((int(k), v) for k, v in frontier.items())
+        for index, node in enumerate(self.nodes):
+            if frontier is not None and index in self.static_nodes:
+                continue
+            args, kwargs = node.arguments.fill_in(values)
+            operation = node.operation
+            if index in self.static_nodes:
+                # A static node (T5's encoder) runs as in the model, once.
+                outputs = operation(*args, **kwargs)
+            else:
+                decoding._key = f"node{index}"
+                outputs = _call(operation, decoding, args, kwargs)
+            for tensor, value in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
+                values[id(tensor)] = value
+        if frontier is None:
+            frontier = {str(k): values[k] for k in self.frontier}
+        # bert4keras' output rule puts the LM head last; (batch, n, vocab) -> last token
+        logits = values[id(self.model.outputs[-1])][:, -1]
+        return ops.cast(logits, "float32"), frontier
+
+
+def _role(name):
+    """The role of a model input, by its stable name (the longest match wins, so
+    "P-Decoder-Input-Token" is a decoder's tokens whatever the prefix "P-")."""
+    for known in sorted(INPUT_ROLES, key=len, reverse=True):
+        if name.endswith(known):
+            return INPUT_ROLES[known]
+    return None
+
+
+def _last_dim(tensor):
+    shape = getattr(tensor, "shape", None)
+    return shape[-1] if shape else None
+
+
+def _call(operation, decoding, args, kwargs):
+    """Runs one node: the operation's decoding hook if it has one, else its call."""
     # `call` directly skips Keras' per-call bookkeeping, which costs more than the
     # arithmetic of one token; a mixed-precision layer needs __call__'s autocast.
-    if layer.dtype_policy.compute_dtype != layer.dtype_policy.variable_dtype:
-        return layer(inputs, **arguments)
-    return layer.call(inputs, **arguments)
+    policy = getattr(operation, "dtype_policy", None)
+    mixed = policy is not None and policy.compute_dtype != policy.variable_dtype
+    hook = getattr(operation, "decode_call", None)
+    if hook is None:
+        return operation(*args, **kwargs) if mixed else operation.call(*args, **kwargs)
+    if mixed:
+        with autocast(policy.compute_dtype):
+            return hook(decoding, *args, **kwargs)
+    return hook(decoding, *args, **kwargs)
 
 
-def is_cross_attention(name):
-    """Cross-attention layers are named "...-MultiHeadCrossAttention" (T5's decoder)."""
-    return "CrossAttention" in name
+_PLANS = weakref.WeakKeyDictionary()
+_PLANS_LOCK = threading.Lock()
 
 
-def attention_calls(builder, cross=False):
-    """[(cache key, layer)] of every self- (or cross-) attention call of a pass: a
-    shared layer called k times has keys "<name>/0" .. "<name>/<k-1>"."""
-    return [
-        (f"{name}/{count}", layer)
-        for name, layer in builder.layers.items()
-        if isinstance(layer, MultiHeadAttention) and is_cross_attention(name) == cross
-        for count in range(builder.call_counts.get(name, 1))
-    ]
-
-
-def run_cached(builder, inputs, state):
-    """One cached forward pass of `builder`'s template methods on real tensors.
-
-    Args:
-        builder: a built `Transformer`.
-        inputs: the model's input tensors for the new tokens (token ids first).
-        state: the `DecodeState` (its caches are updated).
-
-    Returns:
-        (batch, vocab) logits of the last token of the pass.
-    """
-    saved = dict(vars(builder))
-    builder.decoding = state
-    try:
-        builder.attention_bias = state.bias
-        builder.position_bias = None
-        if hasattr(builder, "attention_scores"):
-            builder.attention_scores = None
-        x = builder.apply_embeddings(inputs)
-        for index in range(builder.num_hidden_layers):
-            x = builder.apply_main_layers(x, index)
-        # Only the last token's prediction is needed.
-        outputs = builder.apply_final_layers(x[:, -1:])
-        if isinstance(outputs, (list, tuple)):
-            outputs = outputs[-1]  # bert4keras' output rule puts the LM head last
-        return outputs[:, -1]
-    finally:
-        vars(builder).clear()
-        vars(builder).update(saved)
+def graph_plan(model):
+    """The (memoised) `GraphPlan` of `model`."""
+    with _PLANS_LOCK:
+        plan = _PLANS.get(model)
+        if plan is None:
+            plan = _PLANS[model] = GraphPlan(model)
+        return plan

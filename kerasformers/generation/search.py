@@ -7,6 +7,7 @@ the tokens to feed next and reorders the key/value caches (beams), `running`
 says whether to go on, `result` gives the (batch, max_new_tokens) ids.
 """
 
+import keras
 from keras import ops
 
 from kerasformers.backend import infinity, random_uniform
@@ -115,7 +116,7 @@ class BeamSearch:
         batch, beams = self.batch, self.beams
         # (batch * beams,) rows of the beams each new beam continues
         rows = ops.reshape(state["sources"] + ops.arange(batch)[:, None] * beams, (-1,))
-        caches = {k: tuple(ops.take(t, rows, axis=0) for t in kv) for k, kv in caches.items()}
+        caches = keras.tree.map_structure(lambda t: ops.take(t, rows, axis=0), caches)
         tokens = ops.take(state["running"], ops.reshape(step - 1, (1,)), axis=2)
         return ops.reshape(tokens, (batch * beams, 1)), caches
 

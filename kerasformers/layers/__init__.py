@@ -5,14 +5,9 @@ from kerasformers.layers.attention import (
     RotaryAttention,
     TypicalRelativeAttention,
 )
-from kerasformers.layers.core import BiasAdd, TakePosition
+from kerasformers.layers.core import BiasAdd, OutputActivation, TakePosition
 from kerasformers.layers.crf import ConditionalRandomField, MaximumEntropyMarkovModel
-from kerasformers.layers.embeddings import (
-    Embedding,
-    PositionEmbedding,
-    RelativePositionEmbedding,
-    SinusoidalPositionEmbedding,
-)
+from kerasformers.layers.embeddings import Embedding
 from kerasformers.layers.feedforward import FeedForward
 from kerasformers.layers.global_pointer import EfficientGlobalPointer, GlobalPointer
 from kerasformers.layers.loss import Loss
@@ -22,8 +17,11 @@ from kerasformers.layers.pooling import (
     GlobalAveragePooling1D,
     GlobalMaxPooling1D,
 )
-from kerasformers.layers.t5_positions import (
+from kerasformers.layers.positions import (
+    PositionEmbedding,
+    RelativePositionEmbedding,
     RelativePositionEmbeddingT5,
+    SinusoidalPositionEmbedding,
     t5_relative_position_bucket,
 )
 
@@ -41,6 +39,7 @@ __all__ = [
     "Loss",
     "MaximumEntropyMarkovModel",
     "MultiHeadAttention",
+    "OutputActivation",
     "PositionEmbedding",
     "RelativePositionEmbedding",
     "RelativePositionEmbeddingT5",

@@ -25,13 +25,8 @@ class MultiHeadAttention(keras.layers.Layer):
     position scheme override `apply_position_encoding` (rotate q/k),
     `position_scores` (add to logits) or `position_values` (add to the output).
 
-    Cached generation (`kerasformers.generation`) passes `cache=(keys, values)`,
-    per-head projected (batch, cache_len, heads, size) tensors: with
-    `cache_index`, the new tokens' keys/values are written into them at that
-    position (in place where the backend allows) and the queries attend to the
-    whole cache (the bias masks unwritten slots); without it the cache is
-    final (cross-attention) and `k`/`v` are not projected again. The call then
-    returns the updated cache last.
+    Cached generation (`kerasformers.generation`) calls `decode_call`
+    instead of `call`: the layer keeps its own key/value cache there.
 
     Args:
         heads: number of heads.
@@ -45,6 +40,9 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_logits: also return the (batch, heads, q, k) logits before
             the softmax, every bias included (RealFormer's residual scores).
         kernel_initializer: initializer of the projections.
+        cross_attention: set by the builder on layers whose keys/values come
+            from another sequence (T5's decoder); cached generation projects
+            their keys/values once instead of caching them token by token.
 
     Reference:
         https://arxiv.org/abs/1706.03762
@@ -62,6 +60,7 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         return_attention_logits=False,
         kernel_initializer="glorot_uniform",
+        cross_attention=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -75,6 +74,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.return_attention_scores = return_attention_scores
         self.return_attention_logits = return_attention_logits
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.cross_attention = cross_attention
 
     def _dense(self, units, name):
         return keras.layers.Dense(
@@ -124,26 +124,77 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_bias=None,
         position_inputs=None,
         training=None,
-        cache=None,
-        cache_index=None,
     ):
         q, k, v = inputs[:3]
-        batch = ops.shape(q)[0]
-        # (batch, len, heads, size)
-        # Sub-layers run through `dense` (no __call__ overhead, fused on torch).
-        qw = ops.reshape(dense(self.q_dense, q), (batch, -1, self.heads, self.key_size))
-        if cache is not None and cache_index is None:
-            # Final cache (cross-attention): keys/values were projected once.
+        qw = self._project(self.q_dense, q, self.key_size)
+        kw, vw = self.project_key_value(k, v)
+        qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
+        return self._attend(qw, kw, vw, attention_mask, attention_bias, position_inputs, training)
+
+    def decode_call(
+        self,
+        decoding,
+        inputs,
+        attention_mask=None,
+        attention_bias=None,
+        position_inputs=None,
+        training=None,
+    ):
+        """The cached-generation hook (see `kerasformers.generation.cached`).
+
+        Self-attention keeps a (batch, length, heads, size) key and value cache
+        (and the key padding mask, when the model passes one), allocated on the
+        first pass and written at `decoding.index` on every pass; the queries
+        attend to the whole cache (the mask layer's bias hides unwritten slots).
+        Cross-attention (`cross_attention=True`) projects its keys/values once,
+        on the first pass, and keeps them for the rest of the generation.
+        """
+        q, k, v = inputs[:3]
+        qw = self._project(self.q_dense, q, self.key_size)
+        cache = decoding.cache()
+        if self.cross_attention:
+            if cache is None:
+                cache = self.project_key_value(k, v)
+                decoding.store(cache, static=True)
             kw, vw = cache
         else:
-            kw = ops.reshape(dense(self.k_dense, k), (batch, -1, self.heads, self.key_size))
-            vw = ops.reshape(dense(self.v_dense, v), (batch, -1, self.heads, self.head_size))
+            kw, vw = self.project_key_value(k, v)
             qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
-            if cache is not None:
-                # (batch, cache_len, heads, size), the new tokens written at cache_index
-                kw = update_cache(cache[0], cache_index, kw)
-                vw = update_cache(cache[1], cache_index, vw)
+            if cache is None:
+                batch, length = ops.shape(q)[0], decoding.length
+                cache = (
+                    ops.zeros((batch, length, self.heads, self.key_size), self.compute_dtype),
+                    ops.zeros((batch, length, self.heads, self.head_size), self.compute_dtype),
+                )
+                if attention_mask is not None:
+                    cache += (ops.ones((batch, length), "bool"),)
+            # (batch, length, heads, size), the new tokens written at decoding.index
+            cache = tuple(
+                update_cache(slot, decoding.index, new)
+                for slot, new in zip(cache, (kw, vw, attention_mask), strict=False)
+            )
+            decoding.store(cache)
+            kw, vw = cache[:2]
+            if attention_mask is not None:
+                attention_mask = cache[2]
+        return self._attend(qw, kw, vw, attention_mask, attention_bias, position_inputs, training)
 
+    def _project(self, dense_layer, x, size):
+        """(batch, len, dim) -> per-head (batch, len, heads, size)."""
+        # Sub-layers run through `dense` (no __call__ overhead, fused on torch).
+        return ops.reshape(dense(dense_layer, x), (ops.shape(x)[0], -1, self.heads, size))
+
+    def project_key_value(self, k, v):
+        """Per-head keys and values (batch, len, heads, size) of `k` / `v`."""
+        return (
+            self._project(self.k_dense, k, self.key_size),
+            self._project(self.v_dense, v, self.head_size),
+        )
+
+    def _attend(self, qw, kw, vw, attention_mask, attention_bias, position_inputs, training):
+        """Attention of per-head queries over per-head keys/values, then the output
+        projection (and the extra outputs the layer was asked for)."""
+        batch = ops.shape(qw)[0]
         bias = self._combined_bias(qw, kw, attention_mask, attention_bias, position_inputs)
         needs_probs = (
             self.return_attention_scores
@@ -169,17 +220,7 @@ class MultiHeadAttention(keras.layers.Layer):
             extras.append(probs)
         if self.return_attention_logits:
             extras.append(logits)
-        if cache is not None:
-            extras.append((kw, vw))
         return (out, *extras) if extras else out
-
-    def project_key_value(self, k, v):
-        """Per-head keys and values (batch, len, heads, size) of `k` / `v`: the
-        final cache of a cross-attention layer, computed once per generation."""
-        batch = ops.shape(k)[0]
-        kw = ops.reshape(dense(self.k_dense, k), (batch, -1, self.heads, self.key_size))
-        vw = ops.reshape(dense(self.v_dense, v), (batch, -1, self.heads, self.head_size))
-        return kw, vw
 
     def _combined_bias(self, qw, kw, attention_mask, attention_bias, position_inputs):
         """Sums every additive term into one (batch|1, heads|1, q_len, k_len) bias."""
@@ -239,6 +280,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 "return_attention_scores": self.return_attention_scores,
                 "return_attention_logits": self.return_attention_logits,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "cross_attention": self.cross_attention,
             }
         )
         return config

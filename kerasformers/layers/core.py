@@ -40,3 +40,20 @@ class TakePosition(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "index": self.index}
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class OutputActivation(keras.layers.Activation):
+    """The activation at the end of an LM head ("MLM-Activation", "LM-Activation").
+
+    A `keras.layers.Activation`; cached generation works on logits, so while
+    decoding a softmax (or linear) head passes its logits through unchanged.
+    """
+
+    def decode_call(self, decoding, inputs):
+        name = getattr(self.activation, "__name__", str(self.activation))
+        if name not in ("softmax", "linear"):
+            raise ValueError(
+                f"generate needs a softmax or linear LM head, but {self.name} applies {name!r}"
+            )
+        return inputs

@@ -9,7 +9,7 @@ from kerasformers.backend import (
     recompute_grad,
     sequence_masking,
 )
-from kerasformers.layers.embeddings import SinusoidalPositionEmbedding
+from kerasformers.layers.positions import SinusoidalPositionEmbedding
 
 
 def _mask_spans(logits, mask, tril_mask):

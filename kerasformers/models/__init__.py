@@ -1,10 +1,11 @@
 """Model builders and `build_transformer_model` (bert4keras' `bert4keras.models`)."""
 
 import inspect
+import os
 
 from kerasformers.models.albert import ALBERT, ALBERT_Unshared
 from kerasformers.models.bert import BERT, RoBERTa
-from kerasformers.models.config import load_config, translate_config
+from kerasformers.models.config import load_config, translate_config, validate_config
 from kerasformers.models.electra import ELECTRA
 from kerasformers.models.gpt import GPT, GPT2, GPT2_ML
 from kerasformers.models.masks import (
@@ -107,12 +108,20 @@ def build_transformer_model(
         )
     # Keys of the config file the builder does not take (pooler_* of the Chinese
     # release, HF's architectures, ...) are ignored, as bert4keras did.
-    configs = {k: v for k, v in translate_config(load_config(config_path)).items() if k in accepted}
+    raw_config = load_config(config_path)
+    configs = {k: v for k, v in translate_config(raw_config).items() if k in accepted}
     configs.pop("application", None)  # chosen by the caller, never by a config file
     configs.update(kwargs)
     if application in ("lm", "unilm") and adds_mlm_head(cls):
         configs["with_mlm"] = configs.get("with_mlm") or True
     configs["application"] = application
+    validate_config(
+        configs,
+        builder=cls,
+        config=raw_config,
+        config_name="config" if isinstance(config_path, dict) else os.fspath(config_path or ""),
+        explicit=kwargs,
+    )
     try:
         transformer = cls(**configs)
     except TypeError as err:

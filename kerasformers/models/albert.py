@@ -8,7 +8,17 @@ Reference:
 import keras
 import numpy as np
 
-from kerasformers.models.bert import BERT, _hf_linear, _hf_norm
+from kerasformers.models.bert import BERT
+from kerasformers.models.naming import (
+    google_attention,
+    google_feed_forward,
+    google_norm,
+    hf_attention,
+    hf_feed_forward,
+    hf_linear,
+    hf_norm,
+    named_block,
+)
 
 _GOOGLE_BLOCK = "bert/encoder/transformer/group_0/inner_group_0/"
 _HF_BLOCK = "encoder.albert_layer_groups.0.albert_layers.0."
@@ -47,40 +57,34 @@ class ALBERT(BERT):
         """Google names of the shared block, keyed by the layer-name suffix."""
         b = _GOOGLE_BLOCK
         return {
-            "MultiHeadSelfAttention": [
-                b + f"attention_1/{part}/{kind}"
-                for part in ("self/query", "self/key", "self/value", "output/dense")
-                for kind in ("kernel", "bias")
-            ],
-            "MultiHeadSelfAttention-Norm": [b + "LayerNorm/beta", b + "LayerNorm/gamma"],
-            "FeedForward": [
-                b + "ffn_1/intermediate/dense/kernel",
-                b + "ffn_1/intermediate/dense/bias",
-                b + "ffn_1/intermediate/output/dense/kernel",
-                b + "ffn_1/intermediate/output/dense/bias",
-            ],
-            "FeedForward-Norm": [b + "LayerNorm_1/beta", b + "LayerNorm_1/gamma"],
+            "MultiHeadSelfAttention": google_attention(b + "attention_1/"),
+            "MultiHeadSelfAttention-Norm": google_norm(b + "LayerNorm"),
+            "FeedForward": google_feed_forward(
+                b + "ffn_1/intermediate/dense", b + "ffn_1/intermediate/output/dense"
+            ),
+            "FeedForward-Norm": google_norm(b + "LayerNorm_1"),
         }
 
     def hf_block_mapping(self):
         """HF names of the shared block, keyed by the layer-name suffix."""
         b = self.hf_prefix + _HF_BLOCK
         return {
-            "MultiHeadSelfAttention": _hf_linear(b + "attention.query")
-            + _hf_linear(b + "attention.key")
-            + _hf_linear(b + "attention.value")
-            + _hf_linear(b + "attention.dense"),
-            "MultiHeadSelfAttention-Norm": _hf_norm(b + "attention.LayerNorm"),
-            "FeedForward": _hf_linear(b + "ffn") + _hf_linear(b + "ffn_output"),
-            "FeedForward-Norm": _hf_norm(b + "full_layer_layer_norm"),
+            "MultiHeadSelfAttention": hf_attention(
+                b + "attention.query",
+                b + "attention.key",
+                b + "attention.value",
+                b + "attention.dense",
+            ),
+            "MultiHeadSelfAttention-Norm": hf_norm(b + "attention.LayerNorm"),
+            "FeedForward": hf_feed_forward(b + "ffn", b + "ffn_output"),
+            "FeedForward-Norm": hf_norm(b + "full_layer_layer_norm"),
         }
 
-    def _with_blocks(self, mapping, blocks):
+    def _with_blocks(self, mapping, block):
+        """`mapping` with its per-layer blocks replaced by the (shared) `block`."""
         mapping = {k: v for k, v in mapping.items() if not k.startswith("Transformer-")}
         for index in range(self.num_hidden_layers):
-            stem = self.block_name(index)
-            for suffix, names in blocks.items():
-                mapping[f"{stem}-{suffix}"] = list(names)
+            mapping.update(named_block(self.block_name(index), block))
         return mapping
 
     def variable_mapping(self):
@@ -89,12 +93,12 @@ class ALBERT(BERT):
     def hf_variable_mapping(self):
         p = self.hf_prefix
         mapping = super().hf_variable_mapping()
-        mapping["Embedding-Mapping"] = _hf_linear(f"{p}encoder.embedding_hidden_mapping_in")
-        mapping["Pooler-Dense"] = _hf_linear(f"{p}pooler")
-        mapping["NSP-Proba"] = _hf_linear("sop_classifier.classifier")
-        mapping["MLM-Dense"] = _hf_linear("predictions.dense")
-        mapping["MLM-Norm"] = _hf_norm("predictions.LayerNorm")
-        mapping["MLM-Bias"] = [("predictions.bias", "embeddings")]
+        mapping["Embedding-Mapping"] = hf_linear(f"{p}encoder.embedding_hidden_mapping_in")
+        mapping["Pooler-Dense"] = hf_linear(f"{p}pooler")
+        mapping["NSP-Proba"] = hf_linear("sop_classifier.classifier")
+        mapping["MLM-Dense"] = hf_linear("predictions.dense")
+        mapping["MLM-Norm"] = hf_norm("predictions.LayerNorm")
+        mapping["MLM-Bias"] = {"bias": ("predictions.bias", "embeddings")}
         return self._with_blocks(mapping, self.hf_block_mapping())
 
 

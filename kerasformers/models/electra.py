@@ -7,11 +7,18 @@ Reference:
 import keras
 
 from kerasformers.backend import get_activation
-from kerasformers.models.bert import BERT, _hf_linear, _hf_norm
-
-
-def _electra_names(name):
-    return name.replace("bert/", "electra/", 1)
+from kerasformers.models.bert import BERT
+from kerasformers.models.naming import (
+    google_bert_block,
+    google_bert_embeddings,
+    google_dense,
+    google_norm,
+    hf_bert_block,
+    hf_bert_embeddings,
+    hf_linear,
+    hf_norm,
+    named_block,
+)
 
 
 class ELECTRA(BERT):
@@ -63,57 +70,33 @@ class ELECTRA(BERT):
         return [x, outputs] if self.with_mlm else x
 
     def variable_mapping(self):
-        mapping = {
-            layer: [
-                (_electra_names(e), None) if isinstance(e, str) else (_electra_names(e[0]), e[1])
-                for e in entries
-            ]
-            for layer, entries in super().variable_mapping().items()
-            if not layer.startswith(("Pooler", "NSP", "MLM"))
-        }
-        mapping.update(
-            {
-                "Embedding-Mapping": [
-                    "electra/embeddings_project/kernel",
-                    "electra/embeddings_project/bias",
-                ],
-                "MLM-Dense": [
-                    "generator_predictions/dense/kernel",
-                    "generator_predictions/dense/bias",
-                ],
-                "MLM-Norm": [
-                    "generator_predictions/LayerNorm/beta",
-                    "generator_predictions/LayerNorm/gamma",
-                ],
-                "MLM-Bias": [("generator_predictions/output_bias", "embeddings")],
-                "Discriminator-Dense": [
-                    "discriminator_predictions/dense/kernel",
-                    "discriminator_predictions/dense/bias",
-                ],
-                "Discriminator-Prediction": [
-                    "discriminator_predictions/dense_prediction/kernel",
-                    "discriminator_predictions/dense_prediction/bias",
-                ],
-            }
-        )
+        """Google ELECTRA names (bert4keras' mapping): the encoder under "electra/",
+        the heads under "generator_predictions/" and "discriminator_predictions/"."""
+        mapping = google_bert_embeddings("electra/embeddings/")
+        mapping["Embedding-Mapping"] = google_dense("electra/embeddings_project")
+        for i in range(self.num_hidden_layers):
+            block = google_bert_block(f"electra/encoder/layer_{i}/")
+            mapping.update(named_block(f"Transformer-{i}", block))
+        mapping["MLM-Dense"] = google_dense("generator_predictions/dense")
+        mapping["MLM-Norm"] = google_norm("generator_predictions/LayerNorm")
+        mapping["MLM-Bias"] = {"bias": ("generator_predictions/output_bias", "embeddings")}
+        mapping["Discriminator-Dense"] = google_dense("discriminator_predictions/dense")
+        # Google's own name; HF's conversion renames it "dense_prediction".
+        mapping["Discriminator-Prediction"] = google_dense("discriminator_predictions/dense_1")
         return mapping
 
     def hf_variable_mapping(self):
-        mapping = {
-            layer: entries
-            for layer, entries in super().hf_variable_mapping().items()
-            if not layer.startswith(("Pooler", "NSP", "MLM"))
-        }
-        mapping.update(
-            {
-                "Embedding-Mapping": _hf_linear(f"{self.hf_prefix}embeddings_project"),
-                "MLM-Dense": _hf_linear("generator_predictions.dense"),
-                "MLM-Norm": _hf_norm("generator_predictions.LayerNorm"),
-                "MLM-Bias": [("generator_lm_head.bias", "embeddings")],
-                "Discriminator-Dense": _hf_linear("discriminator_predictions.dense"),
-                "Discriminator-Prediction": _hf_linear(
-                    "discriminator_predictions.dense_prediction"
-                ),
-            }
+        """HF ElectraForPreTraining / ElectraForMaskedLM names ("electra." is optional)."""
+        p = self.hf_prefix
+        mapping = hf_bert_embeddings(f"{p}embeddings.")
+        mapping["Embedding-Mapping"] = hf_linear(f"{p}embeddings_project")
+        for i in range(self.num_hidden_layers):
+            mapping.update(named_block(f"Transformer-{i}", hf_bert_block(f"{p}encoder.layer.{i}.")))
+        mapping["MLM-Dense"] = hf_linear("generator_predictions.dense")
+        mapping["MLM-Norm"] = hf_norm("generator_predictions.LayerNorm")
+        mapping["MLM-Bias"] = {"bias": ("generator_lm_head.bias", "embeddings")}
+        mapping["Discriminator-Dense"] = hf_linear("discriminator_predictions.dense")
+        mapping["Discriminator-Prediction"] = hf_linear(
+            "discriminator_predictions.dense_prediction"
         )
         return mapping

@@ -40,7 +40,7 @@ import inspect
 import keras
 from keras import ops
 
-from kerasformers.backend import infinity
+from kerasformers.backend import infinity, update_cache
 
 APPLICATIONS = ("encoder", "lm", "unilm")
 
@@ -210,6 +210,55 @@ class AttentionBias(keras.layers.Layer):
                 raise ValueError(f"{self.name}: the UniLM mask needs [token_ids, segment_ids]")
             return unilm_mask(inputs[1])
         return ops.cast(self.application(inputs), "float32")
+
+    @property
+    def decodes_causally(self):
+        """Whether cached generation can run under this mask (lm / unilm)."""
+        return self.application in ("lm", "unilm")
+
+    @property
+    def decode_segment(self):
+        """Segment id of generated tokens: the target (1) under UniLM, else None
+        (they continue the prompt's last segment)."""
+        return 1 if self.application == "unilm" else None
+
+    def decode_call(self, decoding, inputs):
+        """The same rule over the cache slots, left padding (`decoding.valid`) hidden.
+
+        Query slot i sees key slot j iff order[j] <= order[i] and j is written:
+        order is the slot for "lm" and the running cumsum of the segment ids for
+        "unilm" (kept in this layer's cache across passes).
+        """
+        if not self.decodes_causally:
+            raise ValueError(
+                f"generate: {self.name} applies a custom attention mask, which cached "
+                "generation cannot extend token by token; build the model with "
+                "application='lm' or 'unilm'"
+            )
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        batch = ops.shape(inputs[0])[0]
+        queries = decoding.query_slots  # (n,)
+        keys = decoding.key_slots  # (length,)
+        if self.application == "lm":
+            # (1, n, length)
+            allowed = (keys[None, :] <= queries[:, None])[None]
+        else:
+            order = decoding.cache()
+            if order is None:
+                order = ops.zeros((batch, decoding.length), "int32")
+            # The order of the slot before this pass's tokens (0 at the start).
+            before = ops.take(order, ops.maximum(decoding.index - 1, 0), axis=1)
+            before = before * ops.cast(decoding.index > 0, "int32")
+            # (batch, n) cumsum of the segments, continued from the cache
+            new = before[:, None] + ops.cumsum(ops.cast(inputs[1], "int32"), axis=1)
+            order = update_cache(order, decoding.index, new)
+            decoding.store(order)
+            written = keys < decoding.index + decoding.num_tokens
+            # (batch, n, length)
+            allowed = ops.logical_and(order[:, None, :] <= new[:, :, None], written[None, None])
+        allowed = ops.logical_and(allowed, decoding.valid[:, None, :])
+        # (batch, 1, n, length)
+        return _bias(allowed)[:, None]
 
     def get_config(self):
         config = super().get_config()

@@ -10,10 +10,19 @@ import keras
 from kerasformers.layers import (
     Embedding,
     LayerNormalization,
+    OutputActivation,
     RotaryAttention,
     SinusoidalPositionEmbedding,
 )
-from kerasformers.models.bert import _hf_linear
+from kerasformers.models.naming import (
+    google_bert_block,
+    google_bert_embeddings,
+    google_dense,
+    hf_bert_block,
+    hf_bert_embeddings,
+    hf_linear,
+    named_block,
+)
 from kerasformers.models.nezha import NEZHA
 from kerasformers.models.transformer import Transformer
 
@@ -59,7 +68,7 @@ class RoFormer(NEZHA):
 
     def hf_variable_mapping(self):
         mapping = super().hf_variable_mapping()
-        mapping["Embedding-Mapping"] = _hf_linear(f"{self.hf_prefix}embeddings_project")
+        mapping["Embedding-Mapping"] = hf_linear(f"{self.hf_prefix}embeddings_project")
         return mapping
 
 
@@ -118,34 +127,30 @@ class RoFormerV2(RoFormer):
         x = self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
         return self.apply(
             x,
-            keras.layers.Activation,
+            OutputActivation,
             activation="softmax" if self.with_mlm is True else self.with_mlm,
             name="Output-MLM-Activation",
         )
 
     def variable_mapping(self):
-        """RoFormer's Google names minus every bias and norm parameter."""
-        mapping = {}
-        for layer, names in super().variable_mapping().items():
-            kept = [
-                e for e in names if not self._split_entry(e)[0].endswith(("bias", "beta", "gamma"))
-            ]
-            if kept:
-                mapping[layer] = kept
-        mapping["Embedding-Mapping"] = ["bert/encoder/embedding_hidden_mapping_in/kernel"]
-        mapping["Output-Mapping"] = ["cls/predictions/transform/dense/kernel"]
+        """bert4keras' RoFormer-v2 names: BERT's scopes, no biases, no norm parameters."""
+        mapping = google_bert_embeddings("bert/embeddings/", position=False, norm=False)
+        mapping["Embedding-Mapping"] = google_dense(
+            "bert/encoder/embedding_hidden_mapping_in", bias=False
+        )
+        for i in range(self.num_hidden_layers):
+            block = google_bert_block(f"bert/encoder/layer_{i}/", bias=False, norms=False)
+            mapping.update(named_block(f"Transformer-{i}", block))
+        mapping["Output-Mapping"] = google_dense("cls/predictions/transform/dense", bias=False)
         return mapping
 
     def hf_variable_mapping(self):
-        """No HF implementation exists; the same names as RoFormer, minus biases."""
-        mapping = {}
-        for layer, entries in super().hf_variable_mapping().items():
-            kept = [
-                e
-                for e in entries
-                if not self._split_entry(e)[0].endswith((".bias", "LayerNorm.weight"))
-            ]
-            if kept:
-                mapping[layer] = kept
-        mapping["Output-Mapping"] = _hf_linear("cls.predictions.transform.dense")[:1]
+        """No HF implementation exists: RoFormer's HF scopes, no biases, no norm parameters."""
+        p = self.hf_prefix
+        mapping = hf_bert_embeddings(f"{p}embeddings.", position=False, norm=False)
+        mapping["Embedding-Mapping"] = hf_linear(f"{p}embeddings_project", bias=False)
+        for i in range(self.num_hidden_layers):
+            block = hf_bert_block(f"{p}encoder.layer.{i}.", bias=False, norms=False)
+            mapping.update(named_block(f"Transformer-{i}", block))
+        mapping["Output-Mapping"] = hf_linear("cls.predictions.transform.dense", bias=False)
         return mapping

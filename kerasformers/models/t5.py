@@ -24,16 +24,13 @@ from kerasformers.layers import (
     FeedForward,
     LayerNormalization,
     MultiHeadAttention,
+    OutputActivation,
     RelativePositionEmbeddingT5,
 )
 from kerasformers.models.masks import AttentionBias, check_application
+from kerasformers.models.naming import ATTENTION_DENSES, hf_linear, hf_norm
 from kerasformers.models.t5_options import VERSIONS, check_version_options
 from kerasformers.models.transformer import Transformer
-
-
-def _hf_linear(name):
-    """HF nn.Linear (out, in) -> Keras Dense (in, out)."""
-    return (f"{name}.weight", "transpose")
 
 
 class T5_Base(Transformer):
@@ -64,6 +61,7 @@ class T5_Base(Transformer):
         **kwargs: the `Transformer` arguments.
     """
 
+    norm_position = "pre"
     # A model-name alias (e.g. "t5.1.1") pins the version.
     fixed_version = None
     # The decoder stack: causal mask, unidirectional position buckets.
@@ -138,20 +136,12 @@ class T5_Base(Transformer):
         self.decoder_start_token_id = (
             self.pad_token_id if decoder_start_token_id is None else decoder_start_token_id
         )
-        self.position_bias = None
 
     def norm_arguments(self):
         """T5's RMS norm: no mean, no beta."""
         return {"epsilon": self.layer_norm_epsilon, "zero_mean": False, "center": False}
 
-    def apply_sublayer(self, x, name, sublayer):
-        """Pre-norm residual block: x + Dropout(sublayer(RMSNorm(x)))."""
-        h = self.apply(x, LayerNormalization, **self.norm_arguments(), name=f"{name}-Norm")
-        h = sublayer(h)
-        h = self.apply(h, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
-        return self.apply([x, h], keras.layers.Add, name=f"{name}-Add")
-
-    def apply_attention(self, inputs, name, arguments):
+    def apply_attention(self, inputs, name, arguments, cross_attention=False):
         return self.apply(
             inputs,
             MultiHeadAttention,
@@ -164,6 +154,7 @@ class T5_Base(Transformer):
             attention_scale=False,
             attention_dropout=self.attention_dropout_rate,
             kernel_initializer=self.initializer,
+            cross_attention=cross_attention,
             name=name,
         )
 
@@ -232,55 +223,66 @@ class T5_Base(Transformer):
         return mapping
 
     def _stack_mapping(self, stack, depth, google):
-        """Names of one stack's blocks: {layer: [names]} in Google or HF spelling."""
+        """Names of one stack's layers: {layer: {path: entry}} in Google or HF spelling."""
         parts = [("SelfAttention", "MultiHeadSelfAttention")]
         if stack == "Decoder":
             parts.append(("EncDecAttention", "MultiHeadCrossAttention"))
-        ff_names = ("wi_0", "wi_1", "wo") if self.version != "t5.1.0" else ("wi", "wo")
+        if self.version == "t5.1.0":
+            feed_forward = {"wi": "i_dense", "wo": "o_dense"}
+        else:  # gated: our FeedForward's i0_dense (activated) and i1_dense (linear)
+            feed_forward = {"wi_0": "i0_dense", "wi_1": "i1_dense", "wo": "o_dense"}
+        attention = dict(zip("qkvo", ATTENTION_DENSES, strict=True))
         norm = "rms_norm" if self.version == "mt5.1.1" else "layer_norm"
         s = stack.lower()
         mapping = {}
         for i in range(depth):
             ours = f"{stack}-Transformer-{i}-"
             for index, (theirs, layer) in enumerate(parts + [("DenseReluDense", "FeedForward")]):
+                denses = feed_forward if theirs == "DenseReluDense" else attention
                 if google:
                     base = f"{s}/block_{i:03d}/layer_{index:03d}/"
-                    mapping[ours + layer + "-Norm"] = [f"{base}{norm}/scale"]
-                    if theirs == "DenseReluDense":
-                        names = [f"{base}{theirs}/{w}/kernel" for w in ff_names]
-                    else:
-                        names = [f"{base}{theirs}/{w}" for w in "qkvo"]
+                    mapping[ours + layer + "-Norm"] = {"gamma": f"{base}{norm}/scale"}
+                    kernel = "/kernel" if theirs == "DenseReluDense" else ""
+                    mapping[ours + layer] = {
+                        f"{at}/kernel": f"{base}{theirs}/{w}{kernel}" for w, at in denses.items()
+                    }
                 else:
                     base = f"{s}.block.{i}.layer.{index}."
-                    mapping[ours + layer + "-Norm"] = [f"{base}layer_norm.weight"]
-                    ws = ff_names if theirs == "DenseReluDense" else "qkvo"
-                    names = [_hf_linear(f"{base}{theirs}.{w}") for w in ws]
-                mapping[ours + layer] = names
+                    mapping[ours + layer + "-Norm"] = hf_norm(f"{base}layer_norm", center=False)
+                    mapping[ours + layer] = {}
+                    for w, at in denses.items():
+                        mapping[ours + layer].update(
+                            hf_linear(f"{base}{theirs}.{w}", at, bias=False)
+                        )
         if google:
             final = f"{s}/{'rms_norm' if self.version == 'mt5.1.1' else 'final_layer_norm'}/scale"
             bias = f"{s}/block_000/layer_000/SelfAttention/relative_attention_bias"
             # mesh-tensorflow stores the table as (heads, buckets).
-            mapping[f"{stack}-Embedding-Relative-Position"] = [(bias, "transpose")]
-            mapping[f"{stack}-Output-Norm"] = [final]
-            mapping["Embedding-Token"] = [("shared/embedding", "embeddings")]
+            mapping[f"{stack}-Embedding-Relative-Position"] = {"embeddings": (bias, "transpose")}
+            mapping[f"{stack}-Output-Norm"] = {"gamma": final}
+            mapping["Embedding-Token"] = {"embeddings": ("shared/embedding", "embeddings")}
         else:
             bias = f"{s}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-            mapping[f"{stack}-Embedding-Relative-Position"] = [bias]
-            mapping[f"{stack}-Output-Norm"] = [f"{s}.final_layer_norm.weight"]
-            mapping["Embedding-Token"] = [("shared.weight", "embeddings")]
+            mapping[f"{stack}-Embedding-Relative-Position"] = {"embeddings": bias}
+            mapping[f"{stack}-Output-Norm"] = hf_norm(f"{s}.final_layer_norm", center=False)
+            mapping["Embedding-Token"] = {"embeddings": ("shared.weight", "embeddings")}
         if stack == "Decoder" and self.version != "t5.1.0":
-            mapping["Decoder-Output-LM"] = (
-                [("decoder/logits/kernel", "logits")] if google else [("lm_head.weight", "lm_head")]
-            )
+            mapping["Decoder-Output-LM"] = {
+                "kernel": ("decoder/logits/kernel", "logits")
+                if google
+                else ("lm_head.weight", "lm_head")
+            }
         return mapping
 
     def _choose_mapping(self, names):
         convention, resolved = super()._choose_mapping(names)
         head = resolved.get("Decoder-Output-LM")
-        if convention == "hf" and head and head[0][0] is None and "shared.weight" in names:
+        if convention == "hf" and head and head["kernel"][0] is None and "shared.weight" in names:
             # transformers >= 5 ties lm_head to the shared table and then writes
             # shared.weight alone: that table is the head.
-            resolved["Decoder-Output-LM"] = [("shared.weight", head[0][1], "lm_head")]
+            resolved["Decoder-Output-LM"] = {
+                "kernel": ("shared.weight", head["kernel"][1], "lm_head")
+            }
         return convention, resolved
 
 
@@ -308,7 +310,6 @@ class T5_Encoder(T5_Base):
 
     def apply_embeddings(self, inputs):
         token_ids = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-        self.position_bias = None  # rebuilt by the first block of this pass
         self.token_mask = self.padding_mask(token_ids)
         x = self.apply_token_embedding(token_ids)
         return self.apply(
@@ -320,12 +321,12 @@ class T5_Encoder(T5_Base):
             self.position_bias = self.compute_position_bias(inputs, "Encoder")
         name = f"Encoder-Transformer-{index}-"
         arguments = {"attention_mask": self.token_mask, "attention_bias": self.position_bias}
-        x = self.apply_sublayer(
+        x = self.apply_residual(
             inputs,
             name + "MultiHeadSelfAttention",
             lambda h: self.apply_attention([h, h, h], name + "MultiHeadSelfAttention", arguments),
         )
-        return self.apply_sublayer(
+        return self.apply_residual(
             x, name + "FeedForward", lambda h: self.apply_feed_forward(h, name + "FeedForward")
         )
 
@@ -366,9 +367,6 @@ class T5_Decoder(T5_Base):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.num_hidden_layers = self.num_decoder_layers
-        self.context = None
-        self.context_mask = None
-        self.self_attention_bias = None
 
     def get_inputs(self):
         p = self.prefix
@@ -392,7 +390,6 @@ class T5_Decoder(T5_Base):
         inputs = list(inputs)
         self.context = inputs[0]
         self.context_mask = inputs[2] if len(inputs) > 2 else None
-        self.position_bias = None  # rebuilt by the first block of this pass
         x = self.apply_token_embedding(inputs[1])
         return self.apply(
             x, keras.layers.Dropout, rate=self.dropout_rate, name="Decoder-Embedding-Dropout"
@@ -409,21 +406,21 @@ class T5_Decoder(T5_Base):
         name = f"Decoder-Transformer-{index}-"
         self_name, cross_name = name + "MultiHeadSelfAttention", name + "MultiHeadCrossAttention"
         c = self.context
-        x = self.apply_sublayer(
+        x = self.apply_residual(
             inputs,
             self_name,
             lambda h: self.apply_attention(
                 [h, h, h], self_name, {"attention_bias": self.self_attention_bias}
             ),
         )
-        x = self.apply_sublayer(
+        x = self.apply_residual(
             x,
             cross_name,
             lambda h: self.apply_attention(
-                [h, c, c], cross_name, {"attention_mask": self.context_mask}
+                [h, c, c], cross_name, {"attention_mask": self.context_mask}, cross_attention=True
             ),
         )
-        return self.apply_sublayer(
+        return self.apply_residual(
             x, name + "FeedForward", lambda h: self.apply_feed_forward(h, name + "FeedForward")
         )
 
@@ -452,17 +449,7 @@ class T5_Decoder(T5_Base):
                 name="Decoder-Output-LM",
             )
         activation = self.final_activation if self.with_lm is True else self.with_lm
-        return self.apply(
-            x, keras.layers.Activation, activation=activation, name=self.lm_activation_layer
-        )
-
-    def forward(self, inputs):
-        """The decoder's template methods on given tensors (the full T5 model's path)."""
-        self.attention_bias = self.compute_attention_bias(inputs)
-        x = self.apply_embeddings(inputs)
-        for index in range(self.num_hidden_layers):
-            x = self.apply_main_layers(x, index)
-        return self.apply_final_layers(x)
+        return self.apply(x, OutputActivation, activation=activation, name=self.lm_activation_layer)
 
 
 class T5(T5_Base):
@@ -507,11 +494,7 @@ class T5(T5_Base):
         token_ids = self.encoder.inputs[0]
         decoder_ids = decoder_builder.inputs[1]
         context_mask = encoder_builder.padding_mask(token_ids)
-        counts = dict(decoder_builder.call_counts)
         outputs = decoder_builder.forward([self.encoder.outputs[0], decoder_ids, context_mask])
-        # The full model repeats the decoder's calls; one decoder pass still
-        # calls each layer as often as before (generation sizes caches by this).
-        decoder_builder.call_counts = counts
         self.set_inputs([token_ids, decoder_ids])
         self.set_outputs(outputs)
         self.model = keras.Model(self.inputs, self.output, name=self.name)

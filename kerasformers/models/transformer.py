@@ -1,18 +1,59 @@
 """The builder every model family subclasses: template methods and hooks.
 
 A family overrides the template methods `get_inputs`, `apply_embeddings`,
-`apply_main_layers`, `apply_final_layers`, `compute_attention_bias`,
-`variable_mapping` (Google checkpoint names) and `hf_variable_mapping`
-(HF transformers names). Everything that reads or writes weights goes through
-`kerasformers.checkpoints`, which knows file formats but no model names.
+`apply_main_layers`, `apply_final_layers`, `compute_attention_bias` and the
+hooks they call (`norm_position`, `norm_arguments`, ...; docs/architecture.md
+lists them), plus `variable_mapping` (Google checkpoint names) and
+`hf_variable_mapping` (HF transformers names), whose engine lives in
+`kerasformers.models.weights`. The template methods run once per pass over
+symbolic inputs (`forward`); tensors of one pass (masks, position tables,
+RealFormer scores) live on that pass's `PassState`, never on the builder.
 """
 
 import keras
 from keras import ops
 
 from kerasformers.backend import recompute_enabled
+from kerasformers.layers import LayerNormalization
 from kerasformers.models.masks import AttentionBias, check_application
 from kerasformers.models.weights import CheckpointMapping
+
+
+class PassState:
+    """The tensors one pass of the template methods shares between its layers."""
+
+    def __init__(self):
+        self.attention_bias = None  # the application's mask (AttentionBias output)
+        self.token_mask = None  # (batch, len) real tokens of the pass
+        self.position_ids = None  # the Input-Position tensor, if any
+        self.position_bias = None  # relative / rotary position table, built once
+        self.attention_scores = None  # RealFormer: logits of the previous layer
+        self.context = None  # T5's decoder: the encoder output ...
+        self.context_mask = None  # ... and its padding mask
+        self.self_attention_bias = None  # T5's decoder: causal + position bias
+
+
+class _PassValue:
+    """A builder attribute that lives on the current pass's `PassState`, so that
+    template methods keep bert4keras' spelling (`self.position_bias = ...`)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, builder, owner=None):
+        if builder is None:
+            return self
+        state = builder.__dict__.get("state")
+        return None if state is None else getattr(state, self.name)
+
+    def __set__(self, builder, value):
+        state = builder.__dict__.get("state")
+        if state is None:
+            raise AttributeError(
+                f"{self.name} belongs to one pass of the template methods: set it while "
+                "`forward` runs"
+            )
+        setattr(state, self.name, value)
 
 
 class Transformer(CheckpointMapping):
@@ -47,6 +88,19 @@ class Transformer(CheckpointMapping):
             "lm" (causal), "unilm" (seq2seq from segment ids) or a callable
             `fn(inputs) -> additive bias` (see `kerasformers.models.masks`).
     """
+
+    # Where each sub-layer's norm sits: "post" (BERT: Norm(x + f(x))) or "pre"
+    # (GPT-2, T5, LLaMA: x + f(Norm(x))).
+    norm_position = "post"
+
+    attention_bias = _PassValue()
+    token_mask = _PassValue()
+    position_ids = _PassValue()
+    position_bias = _PassValue()
+    attention_scores = _PassValue()
+    context = _PassValue()
+    context_mask = _PassValue()
+    self_attention_bias = _PassValue()
 
     def __init__(
         self,
@@ -105,10 +159,8 @@ class Transformer(CheckpointMapping):
         self.recompute = recompute_enabled() if recompute is None else bool(recompute)
         self.application = check_application(application)
         self.layers = {}
-        self.call_counts = {}  # layer name -> calls in the model (shared layers: several)
-        self.attention_bias = None
+        self.state = None  # the PassState while `forward` runs
         self.defer_initialization = False
-        self.decoding = None  # a DecodeState while generation runs a cached pass
         self.built = False
 
     # ------------------------------------------------------------------ building
@@ -118,17 +170,24 @@ class Transformer(CheckpointMapping):
             return self.model
         inputs = self.get_inputs()
         self.set_inputs(inputs)
-        self.attention_bias = self.compute_attention_bias(inputs)
-        outputs = self.apply_embeddings(inputs)
-        for index in range(self.num_hidden_layers):
-            outputs = self.apply_main_layers(outputs, index)
-        outputs = self.apply_final_layers(outputs)
-        self.set_outputs(outputs)
+        self.set_outputs(self.forward(inputs))
         self.model = keras.Model(self.inputs, self.output, name=self.name)
         # generation (and users) get from the model back to its template methods
         self.model._kf_builder = self
         self.built = True
         return self.model
+
+    def forward(self, inputs):
+        """One pass of the template methods over `inputs`, with a fresh `PassState`."""
+        outer, self.state = self.state, PassState()
+        try:
+            self.attention_bias = self.compute_attention_bias(inputs)
+            x = self.apply_embeddings(inputs)
+            for index in range(self.num_hidden_layers):
+                x = self.apply_main_layers(x, index)
+            return self.apply_final_layers(x)
+        finally:
+            self.state = outer
 
     def apply(self, inputs=None, layer=None, arguments=None, **kwargs):
         """Creates layer `kwargs["name"]` on first use (reusing it after) and calls it.
@@ -137,11 +196,6 @@ class Transformer(CheckpointMapping):
         """
         name = self.prefix + kwargs["name"]
         kwargs["name"] = name
-        if self.decoding is not None and inputs is not None:
-            return self.decoding.call(self.layers[name], inputs, arguments)
-        if inputs is not None:
-            # Shared layers (ALBERT) run several times: each call gets its own cache.
-            self.call_counts[name] = self.call_counts.get(name, 0) + 1
         if name not in self.layers:
             self.layers[name] = layer(**kwargs)
             if getattr(self.layers[name].call, "supports_recompute", False):
@@ -221,10 +275,32 @@ class Transformer(CheckpointMapping):
         )
 
     def padding_mask(self, token_ids):
-        """(batch, seq) mask of real tokens: positions holding `pad_token_id` are 0.
-
-        None during a cached generation pass, whose bias already masks padding.
-        """
-        if self.decoding is not None:
-            return None
+        """(batch, seq) mask of real tokens: positions holding `pad_token_id` are 0."""
         return ops.not_equal(token_ids, self.pad_token_id)
+
+    def norm_arguments(self):
+        """Keyword arguments of every LayerNormalization of the model (hook: RMS norms)."""
+        return {"epsilon": self.layer_norm_epsilon}
+
+    def apply_norm(self, x, name):
+        """The model's norm layer `name` on `x`."""
+        return self.apply(x, LayerNormalization, **self.norm_arguments(), name=name)
+
+    def apply_residual(self, inputs, name, branch):
+        """One sub-layer `name` with its residual connection, by `norm_position`.
+
+        `branch(h)` builds the sub-layer (attention, feed-forward). "post":
+        Norm(inputs + Dropout(branch(inputs))); "pre": inputs +
+        Dropout(branch(Norm(inputs))). Layers: "<name>-Norm", "<name>-Dropout",
+        "<name>-Add".
+        """
+        if self.norm_position not in ("pre", "post"):
+            raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
+        h = self.apply_norm(inputs, f"{name}-Norm") if self.norm_position == "pre" else inputs
+        x = self.apply_residual_add(inputs, branch(h), name)
+        return self.apply_norm(x, f"{name}-Norm") if self.norm_position == "post" else x
+
+    def apply_residual_add(self, inputs, branch, name):
+        """inputs + Dropout(branch): "<name>-Dropout", "<name>-Add"."""
+        x = self.apply(branch, keras.layers.Dropout, rate=self.dropout_rate, name=f"{name}-Dropout")
+        return self.apply([inputs, x], keras.layers.Add, name=f"{name}-Add")

@@ -4,6 +4,25 @@ A family declares `variable_mapping()` (Google / bert4keras names) and
 `hf_variable_mapping()` (HF transformers names); this module pours checkpoint
 tensors into the layers by those mappings and writes them back. File formats
 are `kerasformers.checkpoints`' business: nothing here parses a file.
+
+A mapping is `{layer name: {variable path: entry}}`. The variable path is the
+variable's `path` relative to its layer: "kernel" and "bias" of a Dense,
+"beta" and "gamma" of a LayerNormalization, "embeddings" of an embedding,
+"q_dense/kernel" ... "o_dense/bias" of an attention layer, "i_dense/kernel"
+(gated: "i0_dense/kernel", "i1_dense/kernel") and "o_dense/kernel" of a
+FeedForward. An entry is a checkpoint name, `(name, hook)` with `hook` the
+name of a `load_<hook>` / `save_<hook>` pair, or `(name, FusedPart(...))`.
+Variables are found by path, never by the order a layer created them in.
+
+bert4keras' form, `{layer name: [entries in layer.weights order]}`, is still
+accepted (a user's `mapping=`, an overridden `variable_mapping`): each list is
+paired with its layer's variables in one place, `_by_path`.
+
+Example:
+    >>> {"Pooler-Dense": {"kernel": "bert/pooler/dense/kernel",
+    ...                   "bias": "bert/pooler/dense/bias"},
+    ...  "NSP-Proba": {"kernel": ("cls/seq_relationship/output_weights", "transpose"),
+    ...                "bias": "cls/seq_relationship/output_bias"}}
 """
 
 import os
@@ -25,8 +44,8 @@ class FusedPart(NamedTuple):
     order, then applies `save_<hook>`.
 
     Example:
-        >>> [("h.0.attn.c_attn.weight", FusedPart(0, 3)),  # query kernel
-        ...  ("h.0.attn.c_attn.bias", FusedPart(0, 3))]    # query bias
+        >>> {"q_dense/kernel": ("h.0.attn.c_attn.weight", FusedPart(0, 3)),
+        ...  "q_dense/bias": ("h.0.attn.c_attn.bias", FusedPart(0, 3))}
     """
 
     index: int
@@ -36,7 +55,26 @@ class FusedPart(NamedTuple):
 
 
 class WeightLoadingError(ValueError):
-    """A checkpoint does not fit the model (missing, unexpected or mis-shaped tensors)."""
+    """A checkpoint does not fit the model (missing, unexpected, mis-shaped or
+    mistyped tensors), or a mapping does not fit the model's variables."""
+
+
+def _dtype_kind(name):
+    """ "float" for every float width (bfloat16 included), "int", "bool", "complex"."""
+    if name.startswith(("float", "bfloat")):
+        return "float"
+    if name.startswith(("int", "uint")):
+        return "int"
+    if name.startswith("complex"):
+        return "complex"
+    return name  # bool, object (strings), ...
+
+
+def _dtype_name(dtype):
+    try:
+        return keras.backend.standardize_dtype(dtype)
+    except ValueError:  # strings and other dtypes Keras does not know
+        return np.dtype(dtype).name
 
 
 class CheckpointMapping:
@@ -58,15 +96,15 @@ class CheckpointMapping:
     body_prefixes = ()
 
     def variable_mapping(self):
-        """{layer name: [Google checkpoint names, in layer.weights order]}."""
+        """{layer name: {variable path: entry}} in Google checkpoint names."""
         return {}
 
     def hf_variable_mapping(self):
-        """{layer name: [HF transformers names, in layer.weights order]}."""
+        """{layer name: {variable path: entry}} in HF transformers names."""
         return {}
 
-    # A mapping entry is a name or (name, hook); hooks are named transforms applied
-    # on load (`load_<hook>`) and inverted on save (`save_<hook>`).
+    # Hooks are named transforms applied on load (`load_<hook>`) and inverted on
+    # save (`save_<hook>`).
     def load_transpose(self, value):
         return value.T
 
@@ -113,10 +151,89 @@ class CheckpointMapping:
             return name[len(self.hf_prefix) :]
         return name
 
-    def _resolve(self, mapping, find):
-        """{layer: [(name found in the checkpoint or None, wanted name, hook)]}."""
+    # ------------------------------------------------------------------ resolution
+    @staticmethod
+    def _variables(layer):
+        """{path relative to the layer: variable}, in layer.weights order."""
+        variables = {}
+        for variable in layer.weights:
+            path = variable.path
+            head = layer.name + "/"
+            if path.startswith(head):
+                relative = path[len(head) :]
+            elif "/" + head in path:  # built under an outer name scope
+                relative = path.split("/" + head, 1)[1]
+            else:
+                raise WeightLoadingError(
+                    f"layer {layer.name!r}: variable {path!r} does not live under the "
+                    "layer's name, so no mapping can name it"
+                )
+            if relative in variables:
+                raise WeightLoadingError(
+                    f"layer {layer.name!r} has two variables at {relative!r}; give its "
+                    "sub-layers distinct names so a mapping can tell them apart"
+                )
+            variables[relative] = variable
+        return variables
+
+    def _by_path(self, mapping, convention):
+        """{layer: {path: (name, hook)}} for the model's layers, from either form.
+
+        A list of entries (bert4keras' form) is in layer.weights order: it is
+        paired with the layer's variables here, the one place that knows that
+        order. Layers the model does not have are left out.
+        """
+        out = {}
+        for layer_name, entries in mapping.items():
+            layer = self.layers.get(self.prefix + layer_name)
+            if layer is None:
+                continue
+            if isinstance(entries, dict):
+                out[layer_name] = {path: self._split_entry(e) for path, e in entries.items()}
+                continue
+            entries = list(entries)
+            paths = list(self._variables(layer))
+            if len(entries) != len(paths):
+                raise WeightLoadingError(
+                    f"layer {layer.name!r} has {len(paths)} weights {paths} but the "
+                    f"{convention} mapping lists {len(entries)} (in layer.weights order): "
+                    f"{[self._split_entry(e)[0] for e in entries]}"
+                )
+            out[layer_name] = dict(zip(paths, map(self._split_entry, entries), strict=True))
+        return out
+
+    def _check_paths(self, mapping, convention):
+        """Every variable of a mapped layer named, no name for a variable it lacks.
+
+        `mapping` is {layer: {path: (name, hook)}}. A misfit is a bug in the
+        mapping, not in the checkpoint: ignore_invalid_weights does not skip it.
+        """
+        problems = []
+        for layer_name, entries in mapping.items():
+            layer = self.layers[self.prefix + layer_name]
+            variables = self._variables(layer)
+            for path in variables.keys() - entries.keys():
+                problems.append(
+                    f"layer {layer.name!r}: the {convention} mapping names no tensor for "
+                    f"its variable {path!r} ({variables[path].path})"
+                )
+            for path in entries.keys() - variables.keys():
+                problems.append(
+                    f"layer {layer.name!r} has no variable {path!r} (it has "
+                    f"{list(variables)}), but the {convention} mapping names "
+                    f"{entries[path][0]!r} for it"
+                )
+        if problems:
+            raise WeightLoadingError(
+                f"the {convention} mapping does not fit the model's variables:\n  "
+                + "\n  ".join(sorted(problems))
+            )
+
+    @staticmethod
+    def _resolve(mapping, find):
+        """{layer: {path: (name found in the checkpoint or None, wanted name, hook)}}."""
         return {
-            layer: [(find(n), n, hook) for n, hook in map(self._split_entry, entries)]
+            layer: {path: (find(name), name, hook) for path, (name, hook) in entries.items()}
             for layer, entries in mapping.items()
         }
 
@@ -128,14 +245,16 @@ class CheckpointMapping:
             hf_lookup.setdefault(self._hf_key(name), name)
 
         google_resolved = self._resolve(
-            self.variable_mapping(), lambda n: n if n in name_set else None
+            self._by_path(self.variable_mapping(), "google"),
+            lambda n: n if n in name_set else None,
         )
         hf_resolved = self._resolve(
-            self.hf_variable_mapping(), lambda n: hf_lookup.get(self._hf_key(n))
+            self._by_path(self.hf_variable_mapping(), "hf"),
+            lambda n: hf_lookup.get(self._hf_key(n)),
         )
 
         def hits(resolved):
-            return sum(found is not None for v in resolved.values() for found, _, _ in v)
+            return sum(found is not None for v in resolved.values() for found, _, _ in v.values())
 
         if hits(hf_resolved) > hits(google_resolved):
             return "hf", hf_resolved
@@ -148,11 +267,16 @@ class CheckpointMapping:
         Args:
             checkpoint: Google TF prefix, *.safetensors, pytorch_model.bin, a Keras
                 *.weights.h5, or a directory holding one of them.
-            mapping: optional {layer: [names]} overriding the family's mapping.
+            mapping: optional mapping overriding the family's: {layer: {variable
+                path: entry}}, or bert4keras' {layer: [entries in layer.weights
+                order]}.
 
         Raises:
-            WeightLoadingError: naming every missing, unexpected or mis-shaped
-                tensor (unless the builder has ignore_invalid_weights=True).
+            WeightLoadingError: naming every missing, unexpected, mis-shaped or
+                mistyped (int data for a float variable, ...) tensor, unless the
+                builder has ignore_invalid_weights=True; and, always, a mapping
+                that leaves a variable of a mapped layer unnamed or names a
+                variable the layer does not have.
             kerasformers.checkpoints.CheckpointError: unreadable / corrupt file.
         """
         fmt, path = checkpoints.detect_format(checkpoint)
@@ -164,24 +288,20 @@ class CheckpointMapping:
             names = reader.names()
             if mapping is not None:
                 convention = "custom"
-                resolved = self._resolve(mapping, lambda n: n if n in reader else None)
+                resolved = self._resolve(
+                    self._by_path(mapping, convention), lambda n: n if n in reader else None
+                )
             else:
                 convention, resolved = self._choose_mapping(names)
+            named = {layer: {p: e[1:] for p, e in v.items()} for layer, v in resolved.items()}
+            self._check_paths(named, convention)
             problems = []
             used, assigned = set(), set()
-            fused_cache = (None, None)
             for layer_name, entries in resolved.items():
-                layer_name = self.prefix + layer_name
-                if layer_name not in self.layers:
-                    continue
-                layer = self.layers[layer_name]
-                weights = layer.weights
-                if len(weights) != len(entries):
-                    raise WeightLoadingError(
-                        f"layer {layer_name!r} has {len(weights)} weights but the "
-                        f"{convention} mapping lists {len(entries)}: {[e[1] for e in entries]}"
-                    )
-                for variable, (found, wanted, hook) in zip(weights, entries, strict=True):
+                layer = self.layers[self.prefix + layer_name]
+                fused = {}  # fused tensors of this layer, read once
+                for path, variable in self._variables(layer).items():
+                    found, wanted, hook = entries[path]
                     if found is None:
                         problems.append(
                             f"missing tensor {wanted!r} for {variable.path} "
@@ -189,11 +309,19 @@ class CheckpointMapping:
                         )
                         continue
                     used.add(found)
+                    dtype = _dtype_name(variable.dtype)
+                    stored = _dtype_name(reader.dtype(found))
+                    if _dtype_kind(stored) != _dtype_kind(dtype):
+                        problems.append(
+                            f"tensor {found!r} holds {stored} data but {variable.path} is "
+                            f"{dtype}: a {_dtype_kind(stored)} tensor cannot fill a "
+                            f"{_dtype_kind(dtype)} variable"
+                        )
+                        continue
                     if isinstance(hook, FusedPart):
-                        # Parts of one fused tensor come in a row: read it once.
-                        if fused_cache[0] != found:
-                            fused_cache = (found, reader.get(found))
-                        value = fused_cache[1]
+                        if found not in fused:
+                            fused[found] = reader.get(found)
+                        value = fused[found]
                     else:
                         value = reader.get(found)
                     try:
@@ -207,11 +335,12 @@ class CheckpointMapping:
                             f"{variable.path} expects {tuple(variable.shape)}"
                         )
                         continue
-                    # Assigned one at a time so at most one tensor is in flight.
-                    dtype = keras.backend.standardize_dtype(variable.dtype)
+                    # Assigned one at a time so at most one tensor is in flight
+                    # (and the fused tensors of one layer).
                     variable.assign(value.astype(dtype, copy=False))
                     assigned.add(id(variable))
                     del value
+                del fused
             for layer_name, layer in self.layers.items():
                 unprefixed = layer_name[len(self.prefix) :]
                 if layer.weights and unprefixed not in resolved:
@@ -248,8 +377,8 @@ class CheckpointMapping:
 
         Args:
             filename: TF prefix (e.g. "out/bert_model.ckpt") or "*.safetensors".
-            mapping: optional {layer: [names]} to write under instead of the
-                family's Google (tf) or HF (safetensors) names.
+            mapping: optional mapping to write under instead of the family's Google
+                (tf) or HF (safetensors) names; either form, as for loading.
             dtype: cast floating tensors to this dtype (e.g. "float16").
             format: "tf" or "safetensors"; by default from the file extension.
 
@@ -260,8 +389,12 @@ class CheckpointMapping:
             format = "safetensors" if str(filename).endswith(".safetensors") else "tf"
         if format not in ("tf", "safetensors"):
             raise ValueError(f"format must be 'tf' or 'safetensors', got {format!r}")
-        if mapping is None:
+        if mapping is not None:
+            convention = "custom"
+        else:
+            convention = "google" if format == "tf" else "hf"
             mapping = self.variable_mapping() if format == "tf" else self.hf_variable_mapping()
+        mapping = self._by_path(mapping, convention)
         unmapped = [
             name
             for name, layer in self.layers.items()
@@ -272,6 +405,7 @@ class CheckpointMapping:
                 f"cannot save as {format}: the mapping has no names for layer(s) {unmapped}; "
                 "pass `mapping` (or choose the other format)"
             )
+        self._check_paths(mapping, convention)
 
         def finish(value):
             if dtype is not None and np.issubdtype(value.dtype, np.floating):
@@ -280,11 +414,8 @@ class CheckpointMapping:
 
         tensors, fused = {}, {}
         for layer_name, entries in mapping.items():
-            layer_name = self.prefix + layer_name
-            if layer_name not in self.layers:
-                continue
-            for variable, entry in zip(self.layers[layer_name].weights, entries, strict=True):
-                name, hook = self._split_entry(entry)
+            for path, variable in self._variables(self.layers[self.prefix + layer_name]).items():
+                name, hook = entries[path]
                 value = keras.ops.convert_to_numpy(variable)
                 if isinstance(hook, FusedPart):
                     fused.setdefault(name, {})[hook.index] = (hook, value)
@@ -294,7 +425,7 @@ class CheckpointMapping:
                 tensors[name] = finish(value)
         for name, parts in fused.items():
             value = _fuse_parts(name, parts)
-            hook = parts[0][0].hook
+            hook = next(iter(parts.values()))[0].hook
             if hook:
                 value = getattr(self, f"save_{hook}")(value)
             tensors[name] = finish(value)

@@ -164,7 +164,7 @@ def build_vocab(texts, min_count=1, do_lower_case=True, pad_to_multiple=128):
         `{token: id}` with [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4, then
         pieces by decreasing frequency.
     """
-    splitter = Tokenizer({}, do_lower_case=do_lower_case)
+    splitter = Tokenizer({}, do_lower_case=do_lower_case, token_unk=None)
     counts = collections.Counter()
     for text in texts:
         for word in text.translate(splitter._split_table).split():

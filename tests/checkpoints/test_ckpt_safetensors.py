@@ -1,6 +1,7 @@
 """Safetensors: single files, sharded sets, bfloat16, damaged headers."""
 
 import json
+import re
 import struct
 
 import ml_dtypes
@@ -134,15 +135,19 @@ def test_damaged_files(tmp_path):
         open_checkpoint(good)
 
 
-def test_unknown_dtype_is_skipped(tmp_path):
+@pytest.mark.parametrize("dtype", ["F8_E8M0", "F4", "Q4_0", "f32", 7, None])
+def test_unsupported_dtype_is_an_error_naming_file_tensor_and_dtype(tmp_path, dtype):
     header = {
         "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-        "b": {"dtype": "F8_E8M0", "shape": [4], "data_offsets": [4, 8]},
+        "b": {"dtype": dtype, "shape": [4], "data_offsets": [4, 8]},
     }
     path = _raw_file(tmp_path / "u.safetensors", header, b"\0" * 8)
-    with SafetensorsReader(path) as reader:
-        assert reader.names() == ["a"]
-        assert "F8_E8M0" in reader.skipped["b"]
+    with pytest.raises(
+        CheckpointError,
+        match=rf"u\.safetensors: tensor 'b' has dtype {re.escape(repr(dtype))}, which is not "
+        r"supported \(supported: BF16, .*F32.*U8\)",
+    ):
+        open_checkpoint(path)
 
 
 def test_writer_rejects_non_numeric(tmp_path):

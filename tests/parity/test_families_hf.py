@@ -61,7 +61,8 @@ CASES = {
         "electra",
         {"with_discriminator": "linear"},
         lambda hf, out, inputs: {"heads": [out.logits.numpy()[..., None]]},
-        "discriminator_predictions/dense_prediction/kernel",
+        # Google's ELECTRA name (HF's conversion renames it dense_prediction).
+        "discriminator_predictions/dense_1/kernel",
     ),
     "electra_generator": (
         "ElectraForMaskedLM",

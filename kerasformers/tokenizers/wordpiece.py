@@ -1,9 +1,7 @@
-"""Tokenizers: BERT WordPiece (pure Python) and a SentencePiece wrapper.
+"""BERT's WordPiece tokenizer (bert4keras' ``Tokenizer``) in pure Python.
 
-A rebuild of bert4keras' ``tokenizers`` module with the same names and
-semantics (``load_vocab``, ``save_vocab``, ``Tokenizer``, ``SpTokenizer``,
-``tokenize``/``encode``/``decode``/``rematch`` and the ``_token_*_id``
-attributes).
+The same names and semantics as bert4keras (``tokenize``/``encode``/
+``decode``/``rematch`` and the ``_token_*_id`` attributes).
 
 ``Tokenizer`` produces exactly the ids of Hugging Face's ``BertTokenizer``
 (the Rust ``tokenizers`` backend: ``BertNormalizer`` + ``BertPreTokenizer`` +
@@ -20,7 +18,7 @@ these departures from bert4keras:
 * Punctuation, format characters and accents are classified as HF's Rust
   code does, whose category tables are Unicode 8.0: the ~500 rarely used
   characters added or re-categorised since are overridden (see
-  ``kerasformers._tokenizer_unicode``).
+  ``kerasformers.tokenizers.unicode``).
 * With ``do_lower_case`` the text is NFD-decomposed and stripped of
   non-spacing marks (Mn) *before* it is lower-cased, one character at a time,
   as HF does; so a final capital sigma becomes "σ", never "ς".
@@ -32,6 +30,11 @@ these departures from bert4keras:
   seen so far).
 * ``_token_*_id`` attributes are ``None`` when the vocab lacks that token
   (bert4keras left the attribute undefined).
+* Bad input is an error: a vocab without its unknown token (``ValueError`` at
+  construction; bert4keras failed on the first ``encode``), an id outside the
+  vocab in ``decode``/``id_to_token`` (``ValueError`` naming the valid ids),
+  and a list of ids given to ``encode`` as if it were tokens (``TypeError``;
+  bert4keras turned every id into ``[UNK]``).
 
 Known differences from HF that remain: HF matches special tokens written
 literally in the text (``"[MASK]"`` becomes id 103), while this tokenizer
@@ -49,11 +52,19 @@ Example:
 
 import os
 import re
+from collections.abc import Mapping
 
-from kerasformers import _tokenizer_unicode as _uni
-from kerasformers.snippets import truncate_sequences
+from kerasformers.tokenizers import unicode as _uni
+from kerasformers.tokenizers.base import (
+    TokenizerBase,
+    _check_text,
+    _is_redundant,
+    _short_repr,
+    _stem,
+    load_vocab,
+)
 
-__all__ = ["load_vocab", "save_vocab", "Tokenizer", "SpTokenizer", "TokenizerBase"]
+__all__ = ["Tokenizer"]
 
 _DECODE_PUNCTUATION_RE = re.compile(
     "({}) ".format("|".join(re.escape(p) for p in _uni.CJK_PUNCTUATION + "+-/={(<["))
@@ -61,229 +72,6 @@ _DECODE_PUNCTUATION_RE = re.compile(
 _DECODE_CONTRACTION_RE = re.compile(r"' (re|m|s|t|ve|d|ll) ")
 _DECODE_DECIMAL_RE = re.compile(r"(\d\.) (\d)")
 _DECODE_SPACES_RE = re.compile(" +")
-
-
-def _stem(token):
-    return token[2:] if token[:2] == "##" else token
-
-
-def _check_text(text, name="text"):
-    if not isinstance(text, str):
-        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
-
-
-def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
-    """Reads a BERT ``vocab.txt`` (one token per line) into ``{token: id}``.
-
-    The id of a token is its line number. Only the first whitespace-separated
-    field of a line is kept, so vocabs with counts after the token load too.
-
-    Args:
-        dict_path: path of the vocab file.
-        encoding: its text encoding.
-        simplified: if true, also drop the tokens the tokenizer can never
-            produce (longer than one character and containing a CJK character
-            or punctuation after "##" is removed, such as "[unused1]" or
-            "##的"), renumbering the rest.
-        startswith: with ``simplified``, tokens to put first, in this order,
-            whatever the rule says (typically
-            ``["[PAD]", "[UNK]", "[CLS]", "[SEP]"]``).
-
-    Returns:
-        ``{token: id}``; with ``simplified``, ``(new_token_dict, keep_tokens)``
-        where ``keep_tokens[new_id]`` is the token's original id, ready to
-        gather the rows of a pretrained embedding matrix.
-
-    Raises:
-        FileNotFoundError: if ``dict_path`` does not exist.
-
-    Example:
-        >>> token_dict, keep_tokens = load_vocab(  # doctest: +SKIP
-        ...     "vocab.txt", simplified=True,
-        ...     startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
-    """
-    if not os.path.isfile(dict_path):
-        raise FileNotFoundError(f"vocab file not found: {dict_path}")
-    token_dict = {}
-    with open(dict_path, encoding=encoding) as reader:
-        for index, line in enumerate(reader):
-            fields = line.split()
-            token_dict[fields[0] if fields else line.strip()] = index
-
-    if not simplified:
-        return token_dict
-
-    new_token_dict, keep_tokens = {}, []
-    for token in startswith or []:
-        if token not in token_dict:
-            raise KeyError(f"startswith token {token!r} is not in {dict_path}")
-        new_token_dict[token] = len(new_token_dict)
-        keep_tokens.append(token_dict[token])
-    for token, index in sorted(token_dict.items(), key=lambda item: item[1]):
-        if token not in new_token_dict and not Tokenizer._is_redundant(token):
-            new_token_dict[token] = len(new_token_dict)
-            keep_tokens.append(index)
-    return new_token_dict, keep_tokens
-
-
-def save_vocab(dict_path, token_dict, encoding="utf-8"):
-    """Writes ``{token: id}`` as a vocab file, one token per line in id order.
-
-    Args:
-        dict_path: path of the file to write.
-        token_dict: the vocab, e.g. the simplified one from ``load_vocab``.
-        encoding: text encoding of the file.
-
-    Example:
-        >>> save_vocab("vocab.txt", {"[PAD]": 0, "[UNK]": 1})  # doctest: +SKIP
-    """
-    with open(dict_path, "w", encoding=encoding) as writer:
-        for token, _ in sorted(token_dict.items(), key=lambda item: item[1]):
-            writer.write(token + "\n")
-
-
-class TokenizerBase:
-    """Shared logic of the tokenizers: start/end tokens, truncation, encoding.
-
-    Args:
-        token_start: token put in front of every sequence, or ``None``.
-        token_end: token put after every sequence, or ``None``.
-        pre_tokenize: optional callable splitting a text into pieces first;
-            pieces found in the vocab are kept whole.
-        token_translate: optional ``{token: token}`` map applied after
-            tokenizing (and reversed by ``SpTokenizer.decode``).
-
-    Example:
-        >>> tokenizer = Tokenizer({"[CLS]": 0, "[SEP]": 1, "hi": 2})
-        >>> tokenizer.tokenize("hi")
-        ['[CLS]', 'hi', '[SEP]']
-    """
-
-    def __init__(
-        self, token_start="[CLS]", token_end="[SEP]", pre_tokenize=None, token_translate=None
-    ):
-        self._token_pad = "[PAD]"
-        self._token_unk = "[UNK]"
-        self._token_mask = "[MASK]"
-        self._token_start = token_start
-        self._token_end = token_end
-        self._pre_tokenize = pre_tokenize
-        self._token_translate = token_translate or {}
-        self._token_translate_inv = {v: k for k, v in self._token_translate.items()}
-
-    def tokenize(self, text, maxlen=None):
-        """Splits ``text`` into tokens, adding the start and end tokens.
-
-        Args:
-            text: the text.
-            maxlen: if given, tokens are dropped from the end (keeping the end
-                token) until at most ``maxlen`` remain.
-
-        Returns:
-            A list of token strings.
-
-        Raises:
-            TypeError: if ``text`` is not a str.
-        """
-        _check_text(text)
-        tokens = self._tokenize(text)
-        if self._token_translate:
-            tokens = [self._token_translate.get(t) or t for t in tokens]
-        if self._token_start is not None:
-            tokens.insert(0, self._token_start)
-        if self._token_end is not None:
-            tokens.append(self._token_end)
-        if maxlen is not None:
-            index = int(self._token_end is not None) + 1
-            truncate_sequences(maxlen, -index, tokens)
-        return tokens
-
-    def token_to_id(self, token):
-        """Returns the id of ``token`` (the unknown id if it has none)."""
-        raise NotImplementedError
-
-    def tokens_to_ids(self, tokens):
-        """Returns the ids of a list of tokens."""
-        return [self.token_to_id(token) for token in tokens]
-
-    def id_to_token(self, i):
-        """Returns the token of id ``i``."""
-        raise NotImplementedError
-
-    def ids_to_tokens(self, ids):
-        """Returns the tokens of a list of ids."""
-        return [self.id_to_token(i) for i in ids]
-
-    def _as_tokens(self, text, name):
-        if isinstance(text, str):
-            return self.tokenize(text)
-        if isinstance(text, (list, tuple)):
-            return list(text)
-        raise TypeError(f"{name} must be a str or a list of tokens, got {type(text).__name__}")
-
-    def encode(
-        self, first_text, second_text=None, maxlen=None, pattern="S*E*E", truncate_from="right"
-    ):
-        """Returns the token ids and segment ids of a text or a text pair.
-
-        With ``maxlen``, tokens are popped one at a time from the longer
-        sequence (the first on ties), from its end just before the end token
-        (``truncate_from="right"``), from just after the start token
-        (``"left"``), or at a given integer index, until the total fits.
-
-        Args:
-            first_text: a str, or a list of tokens (already with start/end).
-            second_text: optional second str or list of tokens.
-            maxlen: the largest total number of ids.
-            pattern: ``"S*E*E"`` (BERT: the second sequence loses its start
-                token) or ``"S*ES*E"`` (it keeps it).
-            truncate_from: ``"right"``, ``"left"`` or an int index.
-
-        Returns:
-            ``(token_ids, segment_ids)``; segment ids are 0 for the first
-            sequence and 1 for the second.
-
-        Raises:
-            TypeError: if a text is neither a str nor a list of tokens.
-
-        Example:
-            >>> tokenizer = Tokenizer({"[CLS]": 0, "[SEP]": 1, "a": 2, "b": 3})
-            >>> tokenizer.encode("a a", "b")
-            ([0, 2, 2, 1, 3, 1], [0, 0, 0, 0, 1, 1])
-        """
-        first_tokens = self._as_tokens(first_text, "first_text")
-        second_tokens = None
-        if second_text is not None:
-            second_tokens = self._as_tokens(second_text, "second_text")
-
-        if maxlen is not None:
-            if truncate_from == "right":
-                index = -int(self._token_end is not None) - 1
-            elif truncate_from == "left":
-                index = int(self._token_start is not None)
-            else:
-                index = truncate_from
-            if second_tokens is not None and pattern == "S*E*E":
-                # The second start token is dropped below, so it may be counted.
-                maxlen += 1
-            truncate_sequences(maxlen, index, first_tokens, second_tokens)
-
-        token_ids = self.tokens_to_ids(first_tokens)
-        segment_ids = [0] * len(token_ids)
-        if second_tokens is not None:
-            if pattern == "S*E*E":
-                second_tokens = second_tokens[int(bool(self._token_start)) :]
-            second_ids = self.tokens_to_ids(second_tokens)
-            token_ids.extend(second_ids)
-            segment_ids.extend([1] * len(second_ids))
-        return token_ids, segment_ids
-
-    def decode(self, ids):
-        """Turns ids back into readable text."""
-        raise NotImplementedError
-
-    def _tokenize(self, text):
-        raise NotImplementedError
 
 
 class Tokenizer(TokenizerBase):
@@ -300,9 +88,16 @@ class Tokenizer(TokenizerBase):
             pieces before WordPiece, e.g. a Chinese word segmenter; pieces in
             the vocab are kept whole.
         token_translate: optional ``{token: token}`` replacements.
+        token_unk: the vocab's unknown token, ``"[UNK]"`` by default (bert4keras
+            hard-coded it): unknown words become it. ``None`` declares a vocab
+            without one; a word WordPiece cannot split, or a token missing from
+            the vocab, then raises ``ValueError`` naming it instead.
 
     Raises:
         FileNotFoundError: if ``token_dict`` is a path that does not exist.
+        TypeError: if ``token_dict`` is neither a path nor a dict.
+        ValueError: if the vocab lacks ``token_unk`` (bert4keras failed on the
+            first ``encode`` instead).
 
     Example:
         >>> tokenizer = Tokenizer("vocab.txt", do_lower_case=True)  # doctest: +SKIP
@@ -313,10 +108,28 @@ class Tokenizer(TokenizerBase):
         [[], [0, 1, 2, 3, 4], [6, 7, 8, 9], []]
     """
 
-    def __init__(self, token_dict, do_lower_case=False, word_maxlen=100, **kwargs):
+    def __init__(
+        self, token_dict, do_lower_case=False, word_maxlen=100, token_unk="[UNK]", **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(token_dict, (str, os.PathLike)):
+            source = os.fspath(token_dict)
             token_dict = load_vocab(token_dict)
+        elif isinstance(token_dict, Mapping):
+            source = f"a dict of {len(token_dict)} tokens"
+        else:
+            raise TypeError(
+                "Tokenizer: token_dict must be a vocab file path or a {token: id} dict, got "
+                f"{type(token_dict).__name__}"
+            )
+        if token_unk is not None and token_unk not in token_dict:
+            raise ValueError(
+                f"Tokenizer: the vocab ({source}) has no unknown "
+                f"token {token_unk!r}, so words outside it would have no id. Add "
+                f"{token_unk!r} to the vocab, pass token_unk= with the vocab's own unknown "
+                "token, or token_unk=None to make unknown words an error"
+            )
+        self._token_unk = token_unk
         self._do_lower_case = do_lower_case
         self._token_dict = token_dict
         self._token_dict_inv = {v: k for k, v in token_dict.items()}
@@ -341,17 +154,62 @@ class Tokenizer(TokenizerBase):
         return self._vocab_size
 
     def token_to_id(self, token):
-        """Returns the id of ``token``, or the unknown id if it is not in the vocab."""
-        return self._token_dict.get(token, self._token_unk_id)
+        """Returns the id of ``token``, or the unknown id if it is not in the vocab.
+
+        Raises:
+            ValueError: if ``token`` is not in a vocab without unknown token
+                (``token_unk=None``).
+        """
+        i = self._token_dict.get(token, self._token_unk_id)
+        if i is None:
+            raise ValueError(self._not_in_vocab(f"token {token!r}"))
+        return i
 
     def tokens_to_ids(self, tokens):
         """Returns the ids of a list of tokens (the unknown id for unknown ones)."""
         get, unk_id = self._token_dict.get, self._token_unk_id
+        if unk_id is None:
+            return [self.token_to_id(token) for token in tokens]
         return [get(token, unk_id) for token in tokens]
 
     def id_to_token(self, i):
-        """Returns the token of id ``i``; raises ``KeyError`` for an unknown id."""
-        return self._token_dict_inv[i]
+        """Returns the token of id ``i``.
+
+        Raises:
+            ValueError: if ``i`` is not an id of the vocab, naming the valid ids.
+        """
+        try:
+            return self._token_dict_inv[i]
+        except (KeyError, TypeError):
+            raise ValueError(self._bad_id_message(i)) from None
+
+    def ids_to_tokens(self, ids):
+        """Returns the tokens of a list of ids (``ValueError`` for an id not in the vocab)."""
+        inv = self._token_dict_inv
+        try:
+            return [inv[i] for i in ids]
+        except (KeyError, TypeError):
+            return [self.id_to_token(i) for i in ids]  # raises, naming the id
+
+    def _bad_id_message(self, i):
+        size = self._vocab_size
+        valid = f"valid ids: 0..{size - 1}" if size else "the vocab is empty"
+        if isinstance(i, bool) or not hasattr(i, "__index__"):
+            return f"token id {i!r} is not an integer ({valid})"
+        i = int(i)
+        if 0 <= i < size:
+            return (
+                f"token id {i} has no token in the vocabulary ({valid}; {len(self._token_dict)} "
+                "distinct tokens: a duplicated or blank line of the vocab file leaves an id "
+                "without a token)"
+            )
+        return f"token id {i} is outside the vocabulary of {size} ids ({valid})"
+
+    def _not_in_vocab(self, what):
+        return (
+            f"{what} is not in the vocab, which has no unknown token (token_unk=None); "
+            "add it to the vocab or build the Tokenizer with the vocab's unknown token"
+        )
 
     def _normalize_char(self, ch):
         # Per-character normalisation without the splitting spaces, shared by
@@ -392,7 +250,7 @@ class Tokenizer(TokenizerBase):
     def _word_piece_tokenize(self, word):
         """Greedy longest-match-first WordPiece; the unknown token if any part fails."""
         if len(word) > self._word_maxlen:
-            return (self._token_unk,)
+            return self._unknown_word(word)
         vocab = self._token_dict
         if word in vocab:
             return (word,)
@@ -407,10 +265,15 @@ class Tokenizer(TokenizerBase):
                     break
                 end -= 1
             else:
-                return (self._token_unk,)
+                return self._unknown_word(word)
             tokens.append(piece)
             start = end
         return tuple(tokens)
+
+    def _unknown_word(self, word):
+        if self._token_unk is None:
+            raise ValueError(self._not_in_vocab(f"the word {_short_repr(word)} (or a piece of it)"))
+        return (self._token_unk,)
 
     def decode(self, ids, tokens=None):
         """Turns ids (or ``tokens``) into text the way bert4keras does.
@@ -427,9 +290,13 @@ class Tokenizer(TokenizerBase):
         Returns:
             The text.
 
+        Raises:
+            ValueError: if an id is not in the vocabulary, naming it and the
+                valid ids (e.g. a model whose vocab_size exceeds the vocab's).
+
         Example:
-            >>> tokenizer = Tokenizer({"hello": 0, "world": 1, "##s": 2, "你": 3, "好": 4})
-            >>> tokenizer.decode([0, 1, 2, 3, 4])
+            >>> vocab = {"[UNK]": 0, "hello": 1, "world": 2, "##s": 3, "你": 4, "好": 5}
+            >>> Tokenizer(vocab).decode([1, 2, 3, 4, 5])
             'hello worlds你好'
         """
         tokens = tokens or self.ids_to_tokens(ids)
@@ -473,7 +340,8 @@ class Tokenizer(TokenizerBase):
             TypeError: if ``text`` is not a str.
 
         Example:
-            >>> tokenizer = Tokenizer({"[CLS]": 0, "[SEP]": 1, "cafe": 2}, do_lower_case=True)
+            >>> vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "cafe": 3}
+            >>> tokenizer = Tokenizer(vocab, do_lower_case=True)
             >>> tokenizer.rematch("Café", ["[CLS]", "cafe", "[SEP]"])
             [[], [0, 1, 2, 3], []]
         """
@@ -561,12 +429,4 @@ class Tokenizer(TokenizerBase):
     @staticmethod
     def _is_redundant(token):
         """Whether the tokenizer can never output ``token`` (see ``load_vocab``)."""
-        if len(token) > 1:
-            for ch in _stem(token):
-                if _uni.is_cjk_character(ch) or _uni.is_punctuation(ch):
-                    return True
-        return False
-
-
-# At the end: SpTokenizer subclasses TokenizerBase defined above.
-from kerasformers._sp_tokenizer import SpTokenizer  # noqa: E402
+        return _is_redundant(token)

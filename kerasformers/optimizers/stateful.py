@@ -1,20 +1,19 @@
 """`extend_with_*` factories that keep extra state: lookahead, lazy optimization, EMA.
 
-Private module: import these from `kerasformers.optimizers` (see
-`_optimizers_extend` for how the factories work).
+See `kerasformers.optimizers.extend` for how the factories work.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
-from kerasformers._optimizers_base import (
+from kerasformers.optimizers.base import (
     check_number,
     check_patterns,
     dense_gradient,
     string_matching,
 )
-from kerasformers._optimizers_extend import _check_base, _finish
+from kerasformers.optimizers.extend import _check_base, _finish
 
 
 def extend_with_lookahead(BaseOptimizer, name=None):

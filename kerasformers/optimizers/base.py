@@ -1,7 +1,4 @@
-"""Base optimizers of `kerasformers.optimizers`: bert4keras' Adam, AdaFactor and AdaX.
-
-Private module: import these from `kerasformers.optimizers`.
-"""
+"""Base optimizers of `kerasformers.optimizers`: bert4keras' Adam, AdaFactor and AdaX."""
 
 import re
 

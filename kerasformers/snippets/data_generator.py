@@ -3,14 +3,18 @@
 bert4keras trained with `model.fit(gen.forfit(), steps_per_epoch=len(gen))`; that still
 works. `gen.to_pydataset()` adds what Keras 3 offers on top: index-based batches that
 `fit` can build in worker threads or processes (`workers=`, `use_multiprocessing=`),
-reproducible given a seed, reshuffled at every epoch.
+reproducible given a seed, reshuffled at every epoch. `check_inputs=model` checks
+every batch against the model's embedding tables before the model sees it.
 """
 
 import copy
+import functools
 import math
 
 import keras
 import numpy as np
+
+from kerasformers.snippets.inputs import InputChecker
 
 __all__ = ["DataGenerator", "DataGeneratorDataset"]
 
@@ -22,6 +26,39 @@ def _check_positive_int(owner, name, value):
 
 def _is_indexable(data):
     return hasattr(data, "__len__") and hasattr(data, "__getitem__")
+
+
+def _model_inputs(batch):
+    # Keras' reading of a batch: a tuple (or list) of 1 to 3 items is (x, y, sample_weight).
+    if isinstance(batch, (tuple, list)) and 1 <= len(batch) <= 3:
+        return batch[0]
+    return batch
+
+
+def _checked_batches(generator, batches):
+    checker = generator._input_checker
+    # A PyDataset view makes one batch: it carries the dataset's batch index.
+    first = getattr(generator, "_batch_offset", 0)
+    for index, batch in enumerate(batches, first):
+        try:
+            checker.check(_model_inputs(batch))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{type(generator).__name__}, batch {index}: {err}") from None
+        yield batch
+
+
+def _checking_iter(iter_batches):
+    """Wraps a subclass' `__iter__` so that its batches pass `check_inputs` if asked."""
+
+    @functools.wraps(iter_batches)
+    def __iter__(self, *args, **kwargs):
+        batches = iter_batches(self, *args, **kwargs)
+        if getattr(self, "_input_checker", None) is None:
+            return batches
+        return _checked_batches(self, batches)
+
+    __iter__._checks_inputs = True
+    return __iter__
 
 
 class DataGenerator:
@@ -37,6 +74,21 @@ class DataGenerator:
         batch_size: number of examples per batch.
         buffer_size: size of the shuffle buffer used when `data` has no length
             (default `batch_size * 1000`); data with a length is fully permuted.
+        check_inputs: optional keras.Model built by `build_transformer_model`. Every
+            batch the generator yields (iterating it, `forfit`, `fortest`,
+            `to_pydataset`) is then checked with `kerasformers.snippets.check_inputs`
+            against the model's inputs, before it reaches the model: a token or
+            segment id outside its embedding table (which jax turns into NaN
+            silently) raises ValueError naming the input, the id, its row and
+            column and the allowed range. The model inputs of a batch are its first
+            item when it is a tuple or list of 1 to 3 items (`(x, y[, weights])`, as
+            Keras reads it), else the whole batch. Only these host-side batches are
+            checked: `model.fit(x, y)` on raw arrays is not.
+
+    Raises:
+        ValueError: if `batch_size` or `buffer_size` is not an int >= 1, or
+            `check_inputs`' model has an id input without its embedding table.
+        TypeError: if `check_inputs` is not a keras.Model.
 
     Example:
         >>> class Generator(DataGenerator):
@@ -53,12 +105,24 @@ class DataGenerator:
         (2, [2, 1])
         >>> # model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=3)
         >>> # model.fit(gen.to_pydataset(seed=0, workers=4), epochs=3)
+        >>> # Generator(data, batch_size=32, check_inputs=model): ids checked per batch
     """
 
-    def __init__(self, data, batch_size=32, buffer_size=None):
+    def __init_subclass__(cls, **kwargs):
+        # The user's own __iter__ makes the batches; wrapping it is the one place that
+        # sees them all (direct iteration, forfit/fortest, the PyDataset bridge).
+        super().__init_subclass__(**kwargs)
+        own_iter = cls.__dict__.get("__iter__")
+        if own_iter is not None and not getattr(own_iter, "_checks_inputs", False):
+            cls.__iter__ = _checking_iter(own_iter)
+
+    def __init__(self, data, batch_size=32, buffer_size=None, check_inputs=None):
         _check_positive_int("DataGenerator", "batch_size", batch_size)
         if buffer_size is not None:
             _check_positive_int("DataGenerator", "buffer_size", buffer_size)
+        # Only the input names and table sizes are kept (not the model), so the
+        # generator stays cheap to copy and to pickle into PyDataset workers.
+        self._input_checker = None if check_inputs is None else InputChecker(check_inputs)
         self.data = data
         self.batch_size = batch_size
         if hasattr(data, "__len__"):
@@ -226,6 +290,7 @@ class DataGeneratorDataset(keras.utils.PyDataset):
         view = copy.copy(self.generator)
         view.data = [self.generator.data[i] for i in ids]
         view.steps = 1
+        view._batch_offset = index
         generator_type = type(self.generator)
 
         def in_order(random=False):

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from kerasformers._viterbi import ViterbiDecoder
+from kerasformers.snippets import ViterbiDecoder
 
 
 def brute_force_best(nodes, trans, starts=None, ends=None):

@@ -21,23 +21,35 @@ model compiled with one saves as `.keras` with its optimizer state. To load it
 in a new process, import `kerasformers.optimizers` (enough for the classes
 defined here, e.g. `AdamW`) and, for classes built in your own script, run the
 same factory calls with the same names before `keras.saving.load_model`, as
-bert4keras needed them in `custom_objects`.
+bert4keras needed them in `custom_objects`. The registered names do not depend
+on which file defines a class, so models saved before the package layout below
+still load.
+
+Layout: `base` (the base optimizers and the shared argument checks), `extend`
+(the factories that override one step), `stateful` (lookahead, lazy
+optimization and EMA, which keep extra state); everything is imported from here.
 """
 
-from kerasformers._optimizers_base import AdaFactor, Adam, AdaX
-from kerasformers._optimizers_extend import (
+from kerasformers.backend import piecewise_linear
+from kerasformers.optimizers.base import AdaFactor, Adam, AdaX
+from kerasformers.optimizers.extend import (
     extend_with_gradient_accumulation,
     extend_with_layer_adaptation,
     extend_with_parameter_wise_lr,
     extend_with_piecewise_linear_lr,
     extend_with_weight_decay,
 )
-from kerasformers._optimizers_state import (
+from kerasformers.optimizers.stateful import (
     extend_with_exponential_moving_average,
     extend_with_lazy_optimization,
     extend_with_lookahead,
 )
-from kerasformers.backend import piecewise_linear
+
+# Saved configs record a class' module: name the public one, as the factories do
+# for the classes they make, so .keras files never depend on the file layout.
+for _cls in (AdaFactor, Adam, AdaX):
+    _cls.__module__ = __name__
+del _cls
 
 # The combinations bert4keras' examples define, ready-made and registered.
 AdamW = extend_with_weight_decay(Adam, "AdamW")

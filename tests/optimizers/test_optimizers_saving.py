@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kerasformers import optimizers as O
-from tests.test_optimizers_training import (
+from tests.optimizers.test_optimizers_training import (
     STACK,
     STACK_KWARGS,
     embedding_data,
@@ -74,3 +74,36 @@ def test_load_in_a_fresh_process(rng, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["AdamW", "0.1"]
+
+
+READY_MADE = [
+    "AdaFactor", "AdaX", "Adam", "AdamEMA", "AdamGA", "AdamLA", "AdamLO", "AdamLR", "AdamW",
+    "AdamWG", "AdamWLR", "LAMB",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", READY_MADE)
+def test_registered_names_do_not_depend_on_the_file_layout(name):
+    cls = getattr(O, name)
+    assert keras.saving.get_registered_name(cls) == f"kerasformers>{name}"
+    assert keras.saving.get_registered_object(f"kerasformers>{name}") is cls
+    assert cls.__module__ == "kerasformers.optimizers"
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [("kerasformers._optimizers_base", "Adam"), ("kerasformers.optimizers", "AdamW")],
+)
+def test_configs_saved_before_the_package_layout_still_load(module, name):
+    # What serialize_keras_object wrote when these classes lived in kerasformers/_optimizers_*.py.
+    saved = {
+        "module": module,
+        "class_name": name,
+        "config": {"name": "opt", "learning_rate": 0.01, "epsilon": 1e-6},
+        "registered_name": f"kerasformers>{name}",
+    }
+    if name == "AdamW":
+        saved["config"]["weight_decay_rate"] = 0.1
+    optimizer = keras.saving.deserialize_keras_object(saved)
+    assert type(optimizer) is getattr(O, name)
+    assert np.isclose(float(np_(optimizer.learning_rate)), 0.01)

@@ -14,8 +14,6 @@ plain override of the Keras 3 optimizer API:
 Stacking order follows bert4keras: the feature added first (innermost) sees the
 base update first, e.g. in `extend_with_layer_adaptation(extend_with_weight_decay(Adam))`
 the trust ratio normalises the Adam step *including* the decay term (LAMB).
-
-Private module: import these from `kerasformers.optimizers`.
 """
 
 import warnings
@@ -24,13 +22,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasformers._optimizers_base import (
+from kerasformers.backend import piecewise_linear
+from kerasformers.optimizers.base import (
     check_number,
     check_patterns,
     string_matching,
     variable_path,
 )
-from kerasformers.backend import piecewise_linear
 
 # name -> recipe (base module, base name, factory): warns when one name is
 # reused for a different optimizer, which would make saved models load the wrong class.

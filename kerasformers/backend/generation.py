@@ -87,3 +87,11 @@ def random_uniform(shape, seed, step):
         generator.manual_seed(int(seed[0]) * 1_000_003 + int(step))
         return torch.rand(shape, generator=generator, device=seed.device)
     return keras.random.uniform(shape, seed=int(seed[0]) * 1_000_003 + int(step))
+
+
+def autocast(dtype):
+    """The scope in which a mixed-precision layer's variables read as `dtype`
+    (what Keras' `Layer.__call__` sets up; cached passes call hooks directly)."""
+    from keras.src.backend import AutocastScope
+
+    return AutocastScope(dtype)

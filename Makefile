@@ -26,14 +26,14 @@ demo: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) examples/quickstart.py
 
 test: $(STAMP)
-	$(PY) -m ruff check kerasformers tests examples benchmarks pretraining
-	$(PY) -m ruff format --check kerasformers tests examples benchmarks pretraining
+	$(PY) -m ruff check kerasformers tests examples benchmarks
+	$(PY) -m ruff format --check kerasformers tests examples benchmarks
 	KERAS_BACKEND=jax $(PY) -m pytest -q tests
 	KERAS_BACKEND=torch $(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(PY) -m ruff format kerasformers tests examples benchmarks pretraining
-	$(PY) -m ruff check --fix kerasformers tests examples benchmarks pretraining
+	$(PY) -m ruff format kerasformers tests examples benchmarks
+	$(PY) -m ruff check --fix kerasformers tests examples benchmarks
 
 clean:
 	rm -rf $(VENV)
@@ -52,8 +52,9 @@ VENV_TF ?= .venv-tf
 test-tf:
 	$(PYTHON) -m venv $(VENV_TF)
 	$(VENV_TF)/bin/python -m pip install --quiet -e ".[tensorflow]" pytest
-	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python -m pytest -q tests/test_layers.py \
-		tests/test_models.py tests/test_precision.py tests/test_snippets.py \
-		tests/test_backend_ops.py tests/test_recompute.py tests/test_adversarial.py \
-		tests/test_masks.py tests/test_gpt.py tests/test_families.py tests/test_layers_positions.py \
-		tests/test_t5.py tests/test_generation.py tests/test_autoregressive.py
+	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python -m pytest -q tests/layers \
+		tests/models/test_models.py tests/models/test_precision.py tests/snippets/test_snippets.py \
+		tests/backend/test_backend_ops.py tests/backend/test_recompute.py tests/test_training.py \
+		tests/models/test_masks.py tests/models/test_gpt.py tests/models/test_families.py \
+		tests/models/test_t5.py tests/generation/test_generate.py tests/generation/test_cached.py \
+		tests/generation/test_autoregressive.py

@@ -1,7 +1,7 @@
 """Pretraining throughput (tokens/s) on jax and torch, and jax scaling from 1 to 4
 virtual CPU devices, one run.
 
-The model is the small Chinese RoBERTa of `pretraining/README.md` by default (BERT
+The model is the small Chinese RoBERTa of `examples/pretraining/README.md` by default (BERT
 architecture, whole-word MLM head with logits, vocab 5376) or `--size tiny`; batches
 are built by `MLMSampleBuilder` from random token streams (global batch 32 x 128);
 the optimizer is the pretraining stack (AdamW + piecewise-linear LR, or LAMB).

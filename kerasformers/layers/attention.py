@@ -40,6 +40,10 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_logits: also return the (batch, heads, q, k) logits before
             the softmax, every bias included (RealFormer's residual scores).
         kernel_initializer: initializer of the projections.
+        key_value_heads: heads of the keys and values (grouped-query attention,
+            https://arxiv.org/abs/2305.13245): each serves heads / key_value_heads
+            query heads; default heads (plain multi-head attention). Caches keep
+            this many heads.
         cross_attention: set by the builder on layers whose keys/values come
             from another sequence (T5's decoder); cached generation projects
             their keys/values once instead of caching them token by token.
@@ -60,6 +64,7 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         return_attention_logits=False,
         kernel_initializer="glorot_uniform",
+        key_value_heads=None,
         cross_attention=False,
         **kwargs,
     ):
@@ -74,6 +79,12 @@ class MultiHeadAttention(keras.layers.Layer):
         self.return_attention_scores = return_attention_scores
         self.return_attention_logits = return_attention_logits
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.key_value_heads = key_value_heads or heads
+        if heads % self.key_value_heads:
+            raise ValueError(
+                f"{self.name}: heads ({heads}) must be a multiple of key_value_heads "
+                f"({self.key_value_heads})"
+            )
         self.cross_attention = cross_attention
 
     def _dense(self, units, name):
@@ -91,9 +102,9 @@ class MultiHeadAttention(keras.layers.Layer):
         # mappings rely on: q, k, v, o (kernel then bias).
         self.q_dense = self._dense(self.key_size * self.heads, "q_dense")
         self.q_dense.build(q_shape)
-        self.k_dense = self._dense(self.key_size * self.heads, "k_dense")
+        self.k_dense = self._dense(self.key_size * self.key_value_heads, "k_dense")
         self.k_dense.build(k_shape)
-        self.v_dense = self._dense(self.head_size * self.heads, "v_dense")
+        self.v_dense = self._dense(self.head_size * self.key_value_heads, "v_dense")
         self.v_dense.build(v_shape)
         self.o_dense = self._dense(self.out_dim, "o_dense")
         self.o_dense.build(tuple(v_shape[:-1]) + (self.head_size * self.heads,))
@@ -126,7 +137,7 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
     ):
         q, k, v = inputs[:3]
-        qw = self._project(self.q_dense, q, self.key_size)
+        qw = self._project(self.q_dense, q, self.heads, self.key_size)
         kw, vw = self.project_key_value(k, v)
         qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
         return self._attend(qw, kw, vw, attention_mask, attention_bias, position_inputs, training)
@@ -150,7 +161,7 @@ class MultiHeadAttention(keras.layers.Layer):
         on the first pass, and keeps them for the rest of the generation.
         """
         q, k, v = inputs[:3]
-        qw = self._project(self.q_dense, q, self.key_size)
+        qw = self._project(self.q_dense, q, self.heads, self.key_size)
         cache = decoding.cache()
         if self.cross_attention:
             if cache is None:
@@ -161,10 +172,10 @@ class MultiHeadAttention(keras.layers.Layer):
             kw, vw = self.project_key_value(k, v)
             qw, kw = self.apply_position_encoding(qw, kw, position_inputs)
             if cache is None:
-                batch, length = ops.shape(q)[0], decoding.length
+                batch, length, heads = ops.shape(q)[0], decoding.length, self.key_value_heads
                 cache = (
-                    ops.zeros((batch, length, self.heads, self.key_size), self.compute_dtype),
-                    ops.zeros((batch, length, self.heads, self.head_size), self.compute_dtype),
+                    ops.zeros((batch, length, heads, self.key_size), self.compute_dtype),
+                    ops.zeros((batch, length, heads, self.head_size), self.compute_dtype),
                 )
                 if attention_mask is not None:
                     cache += (ops.ones((batch, length), "bool"),)
@@ -179,22 +190,27 @@ class MultiHeadAttention(keras.layers.Layer):
                 attention_mask = cache[2]
         return self._attend(qw, kw, vw, attention_mask, attention_bias, position_inputs, training)
 
-    def _project(self, dense_layer, x, size):
+    def _project(self, dense_layer, x, heads, size):
         """(batch, len, dim) -> per-head (batch, len, heads, size)."""
         # Sub-layers run through `dense` (no __call__ overhead, fused on torch).
-        return ops.reshape(dense(dense_layer, x), (ops.shape(x)[0], -1, self.heads, size))
+        return ops.reshape(dense(dense_layer, x), (ops.shape(x)[0], -1, heads, size))
 
     def project_key_value(self, k, v):
-        """Per-head keys and values (batch, len, heads, size) of `k` / `v`."""
+        """Per-head keys and values (batch, len, key_value_heads, size) of `k` / `v`."""
         return (
-            self._project(self.k_dense, k, self.key_size),
-            self._project(self.v_dense, v, self.head_size),
+            self._project(self.k_dense, k, self.key_value_heads, self.key_size),
+            self._project(self.v_dense, v, self.key_value_heads, self.head_size),
         )
 
     def _attend(self, qw, kw, vw, attention_mask, attention_bias, position_inputs, training):
         """Attention of per-head queries over per-head keys/values, then the output
         projection (and the extra outputs the layer was asked for)."""
         batch = ops.shape(qw)[0]
+        if self.key_value_heads != self.heads:
+            # Grouped queries: each key/value head serves heads / key_value_heads
+            # consecutive query heads (repeated after the cache, which stays small).
+            groups = self.heads // self.key_value_heads
+            kw, vw = ops.repeat(kw, groups, axis=2), ops.repeat(vw, groups, axis=2)
         bias = self._combined_bias(qw, kw, attention_mask, attention_bias, position_inputs)
         needs_probs = (
             self.return_attention_scores
@@ -280,6 +296,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 "return_attention_scores": self.return_attention_scores,
                 "return_attention_logits": self.return_attention_logits,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "key_value_heads": self.key_value_heads,
                 "cross_attention": self.cross_attention,
             }
         )

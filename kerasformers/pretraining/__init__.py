@@ -1,7 +1,7 @@
-"""Pretraining (bert4keras' `pretraining/`): corpus -> vocab -> sharded files,
+"""Pretraining (bert4keras' `examples/pretraining/`): corpus -> vocab -> sharded files,
 whole-word masking and GPT / UniLM sample builders, a resumable training loop
 with bert4keras' optimizer stack, and scale-out through `keras.distribution`
-(JAX) or torch DDP (`kerasformers.backend.ddp`).
+(JAX) or torch DDP (`kerasformers.backend.distribution`).
 
 Example:
     >>> from kerasformers import pretraining as P
@@ -12,6 +12,12 @@ Example:
     >>> P.train(model, data, steps=10000, checkpoint_dir="ckpt/", checkpoint_every=500)
 """
 
+from kerasformers.backend.distribution import (
+    LAYOUT_RULES,
+    configure_distribution,
+    initialize_multihost,
+    layout_map,
+)
 from kerasformers.pretraining.corpus import (
     SPECIAL_TOKENS,
     build_vocab,
@@ -25,21 +31,7 @@ from kerasformers.pretraining.corpus import (
     write_shards,
 )
 from kerasformers.pretraining.dataset import START, ShardedDataset
-from kerasformers.pretraining.distribution import (
-    LAYOUT_RULES,
-    configure_distribution,
-    initialize_multihost,
-    layout_map,
-)
-from kerasformers.pretraining.samples import (
-    BUILDERS,
-    LMSampleBuilder,
-    MLMSampleBuilder,
-    UniLMSampleBuilder,
-    collate,
-    whole_word_mask,
-)
-from kerasformers.pretraining.training import (
+from kerasformers.pretraining.loop import (
     compile_for_pretraining,
     evaluate,
     export_pretrained,
@@ -50,6 +42,14 @@ from kerasformers.pretraining.training import (
     save_checkpoint,
     train,
     training_state,
+)
+from kerasformers.pretraining.samples import (
+    BUILDERS,
+    LMSampleBuilder,
+    MLMSampleBuilder,
+    UniLMSampleBuilder,
+    collate,
+    whole_word_mask,
 )
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Corpus -> vocab -> sharded training files (bert4keras' `pretraining/data_utils.py`).
+"""Corpus -> vocab -> sharded training files (bert4keras' `examples/pretraining/data_utils.py`).
 
 Texts are read lazily line by line, split into a training part and a held-out
 part by a hash of the text (so duplicates always land on the same side), cut

@@ -71,7 +71,7 @@ def _model(case_id, seed=1):
 
 def _full_logits(model, case_id, rows):
     """(batch, width, vocab) logits of whole right-padded sequences, one pass."""
-    name, application = BY_ID[case_id][1], BY_ID[case_id][2]
+    name = BY_ID[case_id][1]
     if name.startswith("t5"):
         source, target = rows
         return keras.ops.convert_to_numpy(model.predict_on_batch([source, target]))

@@ -1,7 +1,7 @@
 """Writes families.json: pinned outputs of fixed-seed NEZHA and RoFormer-v2 models.
 
 transformers 5.x has neither model, so besides the numpy re-implementations in
-tests/test_families.py these frozen values guard against silent drift. Run from
+tests/models/test_families.py these frozen values guard against silent drift. Run from
 the repository root on either backend:
 
     KERAS_BACKEND=jax python tests/data/pinned/make_pinned_families.py

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Shared by both workers: a tiny MLM model, three global batches of 8 x 16.
 COMMON = """
@@ -80,7 +80,7 @@ print("RESULT", json.dumps(out))
 TORCH_WORKER = """
 import torch
 torch.set_num_threads(1)
-from kerasformers.backend import ddp
+from kerasformers.backend import distribution as ddp
 rank, world = ddp.init_process_group()
 model = build("none")
 if world > 1:

@@ -1,16 +1,16 @@
 """Pretrains a BERT/RoBERTa-style model (MLM, GPT-style LM or UniLM) on shards
-written by `pretraining/data_utils.py`, with periodic checkpoints, exact resume,
+written by `examples/pretraining/data_utils.py`, with periodic checkpoints, exact resume,
 held-out evaluation and a model directory `build_transformer_model` loads.
 
 Single process (any backend):
-    KERAS_BACKEND=jax python pretraining/pretraining.py --data runs/pretrain_data \\
+    KERAS_BACKEND=jax python examples/pretraining/pretrain.py --data runs/pretrain_data \\
         --out runs/pretrain_small --steps 4000
 
 JAX on several devices (`--distribution data|model`, `--model-parallel N`); multi-host:
 add `--coordinator-address HOST:PORT --num-processes N --process-id I` on each host.
 
 PyTorch DDP:
-    KERAS_BACKEND=torch torchrun --nproc_per_node 2 pretraining/pretraining.py ...
+    KERAS_BACKEND=torch torchrun --nproc_per_node 2 examples/pretraining/pretrain.py ...
 
 Run it again with the same `--checkpoint-dir` to resume where it stopped.
 """
@@ -21,12 +21,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import keras  # noqa: E402
 
 from kerasformers import pretraining as P  # noqa: E402
-from kerasformers.backend import ddp  # noqa: E402
+from kerasformers.backend import distribution as ddp  # noqa: E402
 from kerasformers.models import build_transformer_model  # noqa: E402
 from kerasformers.tokenizers import load_vocab  # noqa: E402
 

@@ -7,7 +7,7 @@ import pytest
 
 from kerasformers.models import build_transformer_model
 from kerasformers.training import adversarial_training, gradient_penalty
-from tests.test_recompute import gradient_function, loss_and_grads
+from tests.backend.test_recompute import gradient_function, loss_and_grads
 
 V, D, B, L = 7, 4, 3, 5  # vocab, width, batch, length of the closed-form model
 LR = 0.1

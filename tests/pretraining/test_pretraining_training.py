@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from kerasformers import pretraining as P
-from kerasformers.backend import ddp
+from kerasformers.backend import distribution as ddp
 from kerasformers.models import build_transformer_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEXTS = [
     "迈向充满希望的新世纪——一九九八年新年讲话",
     "中共中央总书记、国家主席江泽民发表1998年新年讲话",
@@ -33,7 +33,7 @@ TEXTS = [f"{text}第{i}次" for i in range(6) for text in TEXTS]
 
 def _script(name):
     spec = importlib.util.spec_from_file_location(
-        f"pretraining_{name}", os.path.join(ROOT, "pretraining", f"{name}.py")
+        f"pretraining_{name}", os.path.join(ROOT, "examples", "pretraining", f"{name}.py")
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -122,7 +122,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(data, tmp_path):
 
 def test_cli_trains_and_exports_a_model_our_builder_and_hf_load(data, tmp_path):
     out = tmp_path / "model"
-    history = _script("pretraining").main(
+    history = _script("pretrain").main(
         ["--data", str(data), "--out", str(out), "--layers", "1", "--hidden", "16",
          "--heads", "2", "--intermediate", "32", "--maxlen", "16", "--batch-size", "4",
          "--steps", "4", "--warmup", "1", "--eval-every", "2", "--checkpoint-every", "2",
@@ -173,7 +173,7 @@ def test_optimizer_stack_and_errors():
 
 @pytest.mark.slow  # one more compiled train step (~15 s on jax); the builder has fast tests
 def test_cli_unilm_task_trains_with_the_seq2seq_mask(data, tmp_path):
-    history = _script("pretraining").main(
+    history = _script("pretrain").main(
         ["--data", str(data), "--task", "unilm", "--layers", "1", "--hidden", "16",
          "--heads", "2", "--intermediate", "32", "--maxlen", "16", "--batch-size", "4",
          "--steps", "2", "--warmup", "1", "--eval-every", "0", "--checkpoint-every", "0",

@@ -28,8 +28,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check kerasformers tests examples benchmarks
 	$(PY) -m ruff format --check kerasformers tests examples benchmarks
-	KERAS_BACKEND=jax $(PY) -m pytest -q tests
-	KERAS_BACKEND=torch $(PY) -m pytest -q tests
+	# Two workers (one per core); a file's tests stay on one worker.
+	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist loadfile tests
+	KERAS_BACKEND=torch $(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(PY) -m ruff format kerasformers tests examples benchmarks

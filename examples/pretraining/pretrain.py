@@ -54,7 +54,7 @@ def parse_args(argv=None):
     a("--grad-accum", type=int, default=1)
     a("--dtype-policy", default=None, help="e.g. mixed_bfloat16")
     a("--recompute", action="store_true", help="gradient checkpointing")
-    a("--distribution", choices=P.distribution.KINDS, default="none", help="jax only")
+    a("--distribution", choices=ddp.KINDS, default="none", help="jax only")
     a("--model-parallel", type=int, default=2, help="model axis size for --distribution model")
     a("--coordinator-address")
     a("--num-processes", type=int)

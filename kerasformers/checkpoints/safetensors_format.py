@@ -51,6 +51,27 @@ _MAX_DEPTH = 64
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 
 
+def _parse_json(raw, path, what, usual):
+    """JSON bytes of `path` -> object, refusing deep nesting (RecursionError) and bad JSON.
+
+    `what` names the part in the nesting error ("index: it" -> "... is not a valid
+    index: it nests 70 levels deep").
+    """
+    kind, part = what.split(": ")
+    depth = _nesting_depth(raw)
+    if depth > _MAX_DEPTH:
+        raise CheckpointError(
+            f"{path} is not a valid {kind}: {part} nests {depth} levels deep ({usual}, at "
+            f"most {_MAX_DEPTH} are read)"
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(
+            f"{path} is not a valid {kind}: {part} is not valid JSON ({exc})"
+        ) from None
+
+
 def _nesting_depth(raw: bytes, chunk: int = 1 << 20) -> int:
     """How deep the brackets of a JSON text nest, brackets inside strings not counted.
 
@@ -108,18 +129,7 @@ def _parse_header(path: str) -> tuple[dict, dict, int, int]:
             raw = f.read(length)
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
-    depth = _nesting_depth(raw)
-    if depth > _MAX_DEPTH:
-        raise CheckpointError(
-            f"{path} is not a valid safetensors file: its header nests {depth} levels deep "
-            f"(a safetensors header nests 3, at most {_MAX_DEPTH} are read)"
-        )
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CheckpointError(
-            f"{path} is not a valid safetensors file: bad header ({exc})"
-        ) from None
+    header = _parse_json(raw, path, "safetensors file: its header", "a safetensors header nests 3")
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a valid safetensors file: header is not an object")
     metadata = header.pop("__metadata__", None) or {}
@@ -162,16 +172,7 @@ class SafetensorsReader(CheckpointReader):
                 raw = f.read()
         except OSError as exc:
             raise CheckpointError(f"cannot read {self.path}: {exc.strerror}") from None
-        depth = _nesting_depth(raw)
-        if depth > _MAX_DEPTH:
-            raise CheckpointError(
-                f"{self.path} is not a valid index: it nests {depth} levels deep "
-                f"(an index nests 2, at most {_MAX_DEPTH} are read)"
-            )
-        try:
-            index = json.loads(raw)
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            raise CheckpointError(f"{self.path} is not valid JSON: {exc}") from None
+        index = _parse_json(raw, self.path, "index: it", "an index nests 2")
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict) or not all(
             isinstance(v, str) for v in weight_map.values()

@@ -35,8 +35,27 @@ def _merged_shape(input_shape, custom_position_ids, merge_mode, output_dim):
     return tuple(input_shape)
 
 
+class _MergedPositions(keras.layers.Layer):
+    """What the absolute position layers share: merging into the input, and moving
+    along with cached generation (the pass's `positions`)."""
+
+    def check_decode_length(self, decoding):
+        """Hook: raise if the table cannot hold `decoding.length` positions."""
+
+    def decode_call(self, decoding, inputs, position_ids=None):
+        self.check_decode_length(decoding)
+        if self.custom_position_ids:
+            return self.call(inputs)  # the position input carries decoding.positions
+        return self.call(inputs, position_ids=decoding.positions)
+
+    def compute_output_shape(self, input_shape):
+        return _merged_shape(
+            input_shape, self.custom_position_ids, self.merge_mode, self.output_dim
+        )
+
+
 @keras.saving.register_keras_serializable(package="kerasformers")
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(_MergedPositions):
     """Trainable absolute position embedding (BERT's), merged into its input.
 
     Args:
@@ -109,21 +128,13 @@ class PositionEmbedding(keras.layers.Layer):
 
         return _merge(inputs, positions, self.merge_mode, self.output_dim)
 
-    def decode_call(self, decoding, inputs, position_ids=None):
+    def check_decode_length(self, decoding):
         if not self.hierarchical and decoding.length > self.input_dim:
             raise ValueError(
                 f"generate: the prompt plus max_new_tokens needs {decoding.length} positions "
                 f"but {self.name} has {self.input_dim} (max_position); shorten the prompt "
                 "or max_new_tokens"
             )
-        if self.custom_position_ids:
-            return self.call(inputs)  # the position input carries decoding.positions
-        return self.call(inputs, position_ids=decoding.positions)
-
-    def compute_output_shape(self, input_shape):
-        return _merged_shape(
-            input_shape, self.custom_position_ids, self.merge_mode, self.output_dim
-        )
 
     def get_config(self):
         config = super().get_config()
@@ -152,7 +163,7 @@ def _sinusoid(positions, dim):
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
-class SinusoidalPositionEmbedding(keras.layers.Layer):
+class SinusoidalPositionEmbedding(_MergedPositions):
     """Fixed sine/cosine position embedding, merged into its input.
 
     Features are interleaved: [sin(p*w_0), cos(p*w_0), sin(p*w_1), cos(p*w_1), ...]
@@ -193,16 +204,6 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
             position_ids = ops.arange(ops.shape(inputs)[1], dtype="float32")[None]
         table = ops.cast(_sinusoid(position_ids, self.output_dim), self.compute_dtype)
         return _merge(inputs, table, self.merge_mode, self.output_dim)
-
-    def decode_call(self, decoding, inputs, position_ids=None):
-        if self.custom_position_ids:
-            return self.call(inputs)  # the position input carries decoding.positions
-        return self.call(inputs, position_ids=decoding.positions)
-
-    def compute_output_shape(self, input_shape):
-        return _merged_shape(
-            input_shape, self.custom_position_ids, self.merge_mode, self.output_dim
-        )
 
     def get_config(self):
         config = super().get_config()

@@ -19,7 +19,8 @@ class DecoderOnly(SequenceModel):
         final_activation: activation of the LM head ("softmax" = probabilities,
             "linear" = logits).
         intermediate_size: feed-forward width (default 4 * hidden_size).
-        tie_word_embeddings: must be True (the LM head is the token table).
+        tie_word_embeddings: the LM head is the token table (False: a separate
+            "LM-Head", for families with `untied_head`).
         layer_norm_epsilon: norm epsilon (default 1e-5, the GPT checkpoints').
         **kwargs: the `SequenceModel` and `Transformer` arguments.
 
@@ -30,6 +31,9 @@ class DecoderOnly(SequenceModel):
     lm_activation_layer = "LM-Activation"
     # An "Output-Norm" after the last block (pre-norm models).
     final_norm = False
+    # Whether tie_word_embeddings=False is available: the head is then its own
+    # bias-free Dense "LM-Head" (families whose checkpoints have one).
+    untied_head = False
 
     def __init__(
         self,
@@ -41,7 +45,7 @@ class DecoderOnly(SequenceModel):
         **kwargs,
     ):
         name = type(self).__name__
-        if not tie_word_embeddings:
+        if not tie_word_embeddings and not self.untied_head:
             raise ValueError(
                 f"{name}: untied LM heads (tie_word_embeddings=False) are not supported"
             )
@@ -49,7 +53,7 @@ class DecoderOnly(SequenceModel):
         if intermediate_size is None and hidden_size is not None:
             intermediate_size = 4 * hidden_size
         embedding_size = kwargs.get("embedding_size")
-        if embedding_size and embedding_size != hidden_size:
+        if tie_word_embeddings and embedding_size and embedding_size != hidden_size:
             raise ValueError(
                 f"{name}: the tied LM head needs embedding_size == hidden_size, got "
                 f"{embedding_size} and {hidden_size}"
@@ -77,5 +81,14 @@ class DecoderOnly(SequenceModel):
         )
 
     def apply_lm_head(self, x):
-        """Hidden states -> vocabulary logits: the tied token table."""
-        return self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        """Hidden states -> vocabulary logits: the tied token table, or "LM-Head"."""
+        if self.tie_word_embeddings:
+            return self.apply(x, Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        return self.apply(
+            x,
+            keras.layers.Dense,
+            units=self.vocab_size,
+            use_bias=False,
+            kernel_initializer=self.initializer,
+            name="LM-Head",
+        )

@@ -81,17 +81,28 @@ def hf_feed_forward(inner, outer, bias=True):
 
 
 def hf_bert_embeddings(scope, segment=True, position=True, norm=True):
-    """HF BERT-style embedding layers under `scope` (e.g. "bert.embeddings.").
+    """HF BERT-style embedding layers under `scope` (e.g. "bert.embeddings.")."""
+    return _bert_embeddings(
+        lambda table: f"{scope}{table}.weight",
+        lambda: hf_norm(scope + "LayerNorm"),
+        segment,
+        position,
+        norm,
+    )
+
+
+def _bert_embeddings(table_name, norm_entries, segment, position, norm):
+    """BERT's embedding layers, given how a convention names a table and the norm.
 
     The token table carries the "embeddings" hook (keep_tokens / compound_tokens).
     """
-    mapping = {"Embedding-Token": {"embeddings": (scope + "word_embeddings.weight", "embeddings")}}
+    mapping = {"Embedding-Token": {"embeddings": (table_name("word_embeddings"), "embeddings")}}
     if segment:
-        mapping["Embedding-Segment"] = {"embeddings": scope + "token_type_embeddings.weight"}
+        mapping["Embedding-Segment"] = {"embeddings": table_name("token_type_embeddings")}
     if position:
-        mapping["Embedding-Position"] = {"embeddings": scope + "position_embeddings.weight"}
+        mapping["Embedding-Position"] = {"embeddings": table_name("position_embeddings")}
     if norm:
-        mapping["Embedding-Norm"] = hf_norm(scope + "LayerNorm")
+        mapping["Embedding-Norm"] = norm_entries()
     return mapping
 
 
@@ -153,18 +164,14 @@ def google_feed_forward(inner, outer, bias=True):
 
 
 def google_bert_embeddings(scope, segment=True, position=True, norm=True):
-    """Google BERT-style embedding layers under `scope` (e.g. "bert/embeddings/").
-
-    The token table carries the "embeddings" hook (keep_tokens / compound_tokens).
-    """
-    mapping = {"Embedding-Token": {"embeddings": (scope + "word_embeddings", "embeddings")}}
-    if segment:
-        mapping["Embedding-Segment"] = {"embeddings": scope + "token_type_embeddings"}
-    if position:
-        mapping["Embedding-Position"] = {"embeddings": scope + "position_embeddings"}
-    if norm:
-        mapping["Embedding-Norm"] = google_norm(scope + "LayerNorm")
-    return mapping
+    """Google BERT-style embedding layers under `scope` (e.g. "bert/embeddings/")."""
+    return _bert_embeddings(
+        lambda table: scope + table,
+        lambda: google_norm(scope + "LayerNorm"),
+        segment,
+        position,
+        norm,
+    )
 
 
 def google_bert_block(

@@ -220,5 +220,7 @@ def test_sharded_index_deeply_nested(tmp_path):
     with pytest.raises(CheckpointError, match=r"index\.json .*nests 50001 levels deep"):
         open_checkpoint(path)
     path.write_bytes(b"\xff\xfe{")
-    with pytest.raises(CheckpointError, match=r"index\.json is not valid JSON"):
+    with pytest.raises(
+        CheckpointError, match=r"index\.json is not a valid index: it is not valid JSON"
+    ):
         open_checkpoint(path)

@@ -92,7 +92,10 @@ def test_sharded(tmp_path):
         with pytest.raises(CheckpointError, match=message):
             open_checkpoint(tmp_path / "bad.safetensors.index.json")
     (tmp_path / "bad.safetensors.index.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match=r"bad\.safetensors\.index\.json is not valid JSON"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"bad\.safetensors\.index\.json is not a valid index: it is not valid JSON",
+    ):
         open_checkpoint(tmp_path / "bad.safetensors.index.json")
 
 

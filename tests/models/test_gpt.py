@@ -375,3 +375,28 @@ def test_fused_part_errors(rng, tmp_path):
         r"not split into 5 equal parts",
     ):
         other.load_weights_from_checkpoint(path, mapping=five)
+
+
+def test_decoder_only_untied_head_is_a_hook():
+    """A family with its own LM head sets `untied_head`; GPT-2 itself refuses one."""
+    from kerasformers.generation import generate
+    from kerasformers.models import GPT2
+    from tests.conftest import TINY, randomize_weights
+
+    with pytest.raises(ValueError, match="untied LM heads"):
+        build_transformer_model(dict(TINY), model="gpt2", tie_word_embeddings=False)
+
+    class UntiedGPT2(GPT2):
+        untied_head = True
+
+    model = build_transformer_model(
+        dict(TINY), model=UntiedGPT2, tie_word_embeddings=False, final_activation="linear"
+    )
+    randomize_weights(model, 3)
+    assert tuple(model.get_layer("LM-Head").kernel.shape) == (TINY["hidden_size"], 97)
+    ids = [[5, 17, 33]]
+    tokens = list(ids[0])
+    for _ in range(4):
+        logits = keras.ops.convert_to_numpy(model.predict_on_batch(np.array([tokens])))
+        tokens.append(int(logits[0, -1].argmax()))
+    assert generate(model, ids, max_new_tokens=4) == [tokens[3:]]

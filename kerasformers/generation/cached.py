@@ -138,6 +138,17 @@ class GraphPlan:
                 if id(t) in static
             }
         )
+        # Per node: builders of its call arguments from the computed values, and
+        # its output ids (the walk runs every step: no tree traversal per call).
+        self.steps = [
+            (
+                _filler(node.arguments.args),
+                _filler(node.arguments.kwargs),
+                [id(t) for t in node.outputs],
+            )
+            for node in self.nodes
+        ]
+        self.keys = [f"node{index}" for index in range(len(self.nodes))]
         operations = [node.operation for node in self.nodes]
         masks = [op for op in operations if hasattr(op, "decodes_causally")]
         self.causal = bool(masks) and all(op.decodes_causally for op in masks)
@@ -160,24 +171,42 @@ class GraphPlan:
                 values[id(tensor)] = feeds[role]
         if frontier is not None:
             values.update((int(k), v) for k, v in frontier.items())
-        for index, node in enumerate(self.nodes):
-            if frontier is not None and index in self.static_nodes:
-                continue
-            args, kwargs = node.arguments.fill_in(values)
-            operation = node.operation
+        for index, (args, kwargs, outputs_ids) in enumerate(self.steps):
+            operation = self.nodes[index].operation
             if index in self.static_nodes:
+                if frontier is not None:
+                    continue
                 # A static node (T5's encoder) runs as in the model, once.
-                outputs = operation(*args, **kwargs)
+                outputs = operation(*args(values), **kwargs(values))
             else:
-                decoding._key = f"node{index}"
-                outputs = _call(operation, decoding, args, kwargs)
-            for tensor, value in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
-                values[id(tensor)] = value
+                decoding._key = self.keys[index]
+                outputs = _call(operation, decoding, args(values), kwargs(values))
+            if len(outputs_ids) == 1:
+                values[outputs_ids[0]] = outputs
+            else:
+                for key, value in zip(outputs_ids, keras.tree.flatten(outputs), strict=True):
+                    values[key] = value
         if frontier is None:
             frontier = {str(k): values[k] for k in self.frontier}
         # bert4keras' output rule puts the LM head last; (batch, n, vocab) -> last token
         logits = values[id(self.model.outputs[-1])][:, -1]
         return ops.cast(logits, "float32"), frontier
+
+
+def _filler(structure):
+    """A function of {tensor id: value} rebuilding `structure` (nested lists,
+    tuples and dicts of KerasTensors and constants) with the values."""
+    if isinstance(structure, keras.KerasTensor):
+        key = id(structure)
+        return lambda values: values[key]
+    if isinstance(structure, (list, tuple)):
+        parts = [_filler(item) for item in structure]
+        kind = type(structure)
+        return lambda values: kind(part(values) for part in parts)
+    if isinstance(structure, dict):
+        parts = {name: _filler(item) for name, item in structure.items()}
+        return lambda values: {name: part(values) for name, part in parts.items()}
+    return lambda values: structure
 
 
 def _role(name):

@@ -14,16 +14,9 @@ import pytest
 
 from kerasformers.generation import generate
 from kerasformers.models import build_transformer_model
+from tests.conftest import TINY
 
-CONFIG = dict(
-    vocab_size=97,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=37,
-    hidden_act="gelu",
-    max_position=48,
-)
+CONFIG = TINY
 PROMPTS = [[5, 17, 33, 2, 60], [44], [9, 81, 23]]
 NEW = 7
 

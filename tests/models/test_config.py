@@ -9,27 +9,9 @@ import pytest
 
 from kerasformers.models import build_transformer_model
 from kerasformers.models.config import load_config, validate_config
+from tests.conftest import TINY, TINY_T5
 
-BERT = dict(
-    vocab_size=97,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=37,
-    hidden_act="gelu",
-    max_position=48,
-)
-T5 = dict(
-    vocab_size=97,
-    d_model=32,
-    d_kv=8,
-    d_ff=40,
-    num_layers=2,
-    num_decoder_layers=3,
-    num_heads=4,
-    relative_attention_num_buckets=8,
-    relative_attention_max_distance=16,
-)
+BERT, T5 = TINY, TINY_T5
 BASES = {"bert": BERT, "nezha": BERT, "albert": BERT, "gpt2": BERT, "t5": T5}
 
 INT = "an integer >= 1"

@@ -139,12 +139,12 @@ def generate(
     # The host-side check of every id against its table (a compiled jax graph
     # cannot raise: an id past a table would decode silently into NaN).
     host = {
-        "tokens": ids[:, :1] if seq2seq else ids,
+        "tokens": ids,
         "segments": segs,
         "positions": np.maximum(np.arange(width)[None, :] - (width - lengths)[:, None], 0),
         "source": ids,
     }
-    if seq2seq:
+    if seq2seq:  # the decoder's first input is its start token
         host["tokens"] = np.full((len(prompts), 1), settings["decoder_start_id"], "int32")
     check_inputs(model, [host[role] for role in plan.roles])
 

@@ -1,11 +1,12 @@
 """Keras layers of kerasformers (bert4keras' `bert4keras.layers`)."""
 
 from kerasformers.layers.attention import (
+    LlamaAttention,
     MultiHeadAttention,
     RotaryAttention,
     TypicalRelativeAttention,
 )
-from kerasformers.layers.core import BiasAdd, OutputActivation, TakePosition
+from kerasformers.layers.core import BiasAdd, OutputActivation, Scale, TakePosition
 from kerasformers.layers.crf import ConditionalRandomField, MaximumEntropyMarkovModel
 from kerasformers.layers.embeddings import Embedding
 from kerasformers.layers.feedforward import FeedForward
@@ -24,6 +25,7 @@ from kerasformers.layers.positions import (
     SinusoidalPositionEmbedding,
     t5_relative_position_bucket,
 )
+from kerasformers.layers.rope import RotaryEmbedding, rotate_half
 
 __all__ = [
     "BiasAdd",
@@ -36,6 +38,7 @@ __all__ = [
     "GlobalMaxPooling1D",
     "GlobalPointer",
     "LayerNormalization",
+    "LlamaAttention",
     "Loss",
     "MaximumEntropyMarkovModel",
     "MultiHeadAttention",
@@ -44,8 +47,11 @@ __all__ = [
     "RelativePositionEmbedding",
     "RelativePositionEmbeddingT5",
     "RotaryAttention",
+    "RotaryEmbedding",
+    "Scale",
     "SinusoidalPositionEmbedding",
     "TakePosition",
     "TypicalRelativeAttention",
+    "rotate_half",
     "t5_relative_position_bucket",
 ]

@@ -11,6 +11,8 @@ from kerasformers.backend import (
     recompute_grad,
     update_cache,
 )
+from kerasformers.layers.normalization import LayerNormalization
+from kerasformers.layers.rope import rotate_half
 
 
 @keras.saving.register_keras_serializable(package="kerasformers")
@@ -87,10 +89,14 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         self.cross_attention = cross_attention
 
+    def projection_bias(self, name):
+        """Hook: whether projection `name` ("q_dense", ..., "o_dense") has a bias."""
+        return self.use_bias
+
     def _dense(self, units, name):
         return keras.layers.Dense(
             units,
-            use_bias=self.use_bias,
+            use_bias=self.projection_bias(name),
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
             name=name,
@@ -358,3 +364,66 @@ class TypicalRelativeAttention(MultiHeadAttention):
         table = self._table(position_inputs)
         # (batch, heads, q_len, k_len) x (q_len, k_len, size) -> (batch, q_len, heads, size)
         return ops.einsum("bhqk,qkd->bqhd", probs, table)
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class LlamaAttention(MultiHeadAttention):
+    """Grouped-query attention with LLaMA-layout rotary positions.
+
+    Called with `position_inputs`: the (1|batch, seq_len, 2 * key_size) cos / sin
+    table of `RotaryEmbedding`; queries and keys are rotated half against half
+    (`rotate_half`), after the optional per-head RMS norms (Qwen3's q_norm /
+    k_norm), before the keys enter the cache.
+
+    Args:
+        output_bias: a bias in the output projection (default: `use_bias`);
+            Qwen2 has q/k/v biases but none on the output.
+        qk_norm: RMS-normalise each head's queries and keys ("q_norm", "k_norm"
+            over key_size, with a gain), Qwen3.
+        qk_norm_epsilon: their epsilon.
+        **kwargs: the `MultiHeadAttention` arguments (key_value_heads=, ...).
+
+    Reference:
+        LLaMA: https://arxiv.org/abs/2302.13971; GQA: https://arxiv.org/abs/2305.13245
+    """
+
+    def __init__(self, *args, output_bias=None, qk_norm=False, qk_norm_epsilon=1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.output_bias = self.use_bias if output_bias is None else output_bias
+        self.qk_norm = qk_norm
+        self.qk_norm_epsilon = qk_norm_epsilon
+
+    def projection_bias(self, name):
+        return self.output_bias if name == "o_dense" else self.use_bias
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.qk_norm:
+            for name in ("q_norm", "k_norm"):
+                norm = LayerNormalization(
+                    center=False,
+                    zero_mean=False,
+                    epsilon=self.qk_norm_epsilon,
+                    dtype=self.dtype_policy,
+                    name=name,
+                )
+                norm.build((None, None, None, self.key_size))
+                setattr(self, name, norm)
+
+    def apply_position_encoding(self, qw, kw, position_inputs=None):
+        if position_inputs is None:
+            raise ValueError(f"{self.name}: rotary attention needs `position_inputs`")
+        if self.qk_norm:
+            qw, kw = self.q_norm(qw), self.k_norm(kw)
+        return rotate_half(position_inputs, qw, kw)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "output_bias": self.output_bias,
+                "qk_norm": self.qk_norm,
+                "qk_norm_epsilon": self.qk_norm_epsilon,
+            }
+        )
+        return config

@@ -57,3 +57,28 @@ class OutputActivation(keras.layers.Activation):
                 f"generate needs a softmax or linear LM head, but {self.name} applies {name!r}"
             )
         return inputs
+
+
+@keras.saving.register_keras_serializable(package="kerasformers")
+class Scale(keras.layers.Layer):
+    """Multiplies its input by a constant held in the input's dtype.
+
+    Gemma scales its token embeddings by sqrt(hidden_size), with the constant
+    rounded to the compute dtype first as HF does.
+
+    Args:
+        factor: the constant.
+    """
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.factor, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}

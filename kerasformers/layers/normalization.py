@@ -25,6 +25,8 @@ class LayerNormalization(keras.layers.Layer):
         hidden_units: if set, `cond` is first projected to this width.
         hidden_activation: activation of that projection.
         hidden_initializer: initializer of that projection.
+        unit_offset: the gain is 1 + gamma (gamma starts at 0), applied in
+            float32 before the cast back (Gemma's RMS norm).
 
     Reference:
         https://kexue.fm/archives/7124
@@ -40,6 +42,7 @@ class LayerNormalization(keras.layers.Layer):
         hidden_units=None,
         hidden_activation="linear",
         hidden_initializer="glorot_uniform",
+        unit_offset=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -51,13 +54,18 @@ class LayerNormalization(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.hidden_activation = get_activation(hidden_activation)
         self.hidden_initializer = keras.initializers.get(hidden_initializer)
+        self.unit_offset = unit_offset
+        if unit_offset and (zero_mean or conditional):
+            raise ValueError(f"{self.name}: unit_offset is for plain RMS norms (zero_mean=False)")
 
     def build(self, input_shape):
         shape = (input_shape[0][-1],) if self.conditional else (input_shape[-1],)
         if self.center:
             self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
         if self.scale:
-            self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
+            self.gamma = self.add_weight(
+                name="gamma", shape=shape, initializer="zeros" if self.unit_offset else "ones"
+            )
         if self.conditional:
             if self.hidden_units is not None:
                 self.hidden_dense = keras.layers.Dense(
@@ -116,6 +124,10 @@ class LayerNormalization(keras.layers.Layer):
         # RMS norm, statistics in float32 (bfloat16 squares lose too much).
         x32 = ops.cast(x, "float32")
         x32 = x32 * ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        if self.unit_offset:
+            if gamma is not None:
+                x32 = x32 * (1.0 + ops.cast(gamma, "float32"))
+            return ops.cast(x32, x.dtype)
         out = ops.cast(x32, x.dtype)
         if gamma is not None:
             out = out * ops.cast(gamma, x.dtype)
@@ -138,6 +150,7 @@ class LayerNormalization(keras.layers.Layer):
                 "hidden_units": self.hidden_units,
                 "hidden_activation": activation_name(self.hidden_activation),
                 "hidden_initializer": keras.initializers.serialize(self.hidden_initializer),
+                "unit_offset": self.unit_offset,
             }
         )
         return config

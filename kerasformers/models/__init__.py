@@ -7,7 +7,9 @@ from kerasformers.models.albert import ALBERT, ALBERT_Unshared
 from kerasformers.models.bert import BERT, RoBERTa
 from kerasformers.models.config import load_config, translate_config, validate_config
 from kerasformers.models.electra import ELECTRA
+from kerasformers.models.gemma import Gemma
 from kerasformers.models.gpt import GPT, GPT2, GPT2_ML
+from kerasformers.models.llama import LLaMA, Mistral
 from kerasformers.models.masks import (
     APPLICATIONS,
     AttentionBias,
@@ -22,6 +24,7 @@ from kerasformers.models.masks import (
     unilm_mask,
 )
 from kerasformers.models.nezha import NEZHA
+from kerasformers.models.qwen import Qwen2, Qwen3
 from kerasformers.models.roformer import RoFormer, RoFormerV2
 from kerasformers.models.t5 import T5, T5_MODELS, T5_Base, T5_Decoder, T5_Encoder
 from kerasformers.models.transformer import Transformer
@@ -42,7 +45,84 @@ MODELS = {
     "gpt2_ml": GPT2_ML,
     # t5, t5.1.0, t5.1.1, mt5.1.1, each also with _encoder / _decoder
     **T5_MODELS,
+    "llama": LLaMA,
+    "qwen2": Qwen2,
+    "qwen3": Qwen3,
+    "mistral": Mistral,
+    "gemma": Gemma,
 }
+
+# HF config.json model_type -> our model= name, for model="auto" (T5 picks its
+# version from feed_forward_proj).
+HF_MODEL_TYPES = {
+    "bert": "bert",
+    "roberta": "roberta",
+    "xlm-roberta": "roberta",
+    "albert": "albert",
+    "electra": "electra",
+    "roformer": "roformer",
+    "nezha": "nezha",
+    "openai-gpt": "gpt",
+    "gpt2": "gpt2",
+    "t5": "t5.1.0",
+    "mt5": "mt5.1.1",
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "mistral": "mistral",
+    "gemma": "gemma",
+}
+# Families read only from configs of their own model_type; the BERT-format
+# families share Google's keys (bert_config.json has no model_type) and may
+# read one another's.
+_DECODER_FAMILIES = {
+    "gpt": GPT,
+    "gpt2": GPT2,
+    "llama": LLaMA,
+    "qwen2": Qwen2,
+    "qwen3": Qwen3,
+    "mistral": Mistral,
+    "gemma": Gemma,
+}
+
+
+def _auto_model(config, config_path):
+    """model="auto": the family named by the config's model_type."""
+    model_type = config.get("model_type")
+    where = os.fspath(config_path) if isinstance(config_path, (str, os.PathLike)) else "config"
+    if model_type is None:
+        raise ValueError(
+            f'model="auto" needs a "model_type" key in {where} (an HF config.json); pass '
+            f"model= one of {sorted(MODELS)}"
+        )
+    if model_type not in HF_MODEL_TYPES:
+        raise ValueError(
+            f'model="auto": {where} has model_type {model_type!r}, which no family here '
+            f"reads; known: {sorted(HF_MODEL_TYPES)}"
+        )
+    name = HF_MODEL_TYPES[model_type]
+    if model_type == "t5" and str(config.get("feed_forward_proj", "relu")).startswith("gated"):
+        name = "t5.1.1"
+    return name
+
+
+def _check_model_type(cls, config, config_path):
+    """A config whose model_type names another decoder family than `cls` is an error."""
+    model_type = config.get("model_type")
+    if model_type not in HF_MODEL_TYPES:
+        return
+    family = HF_MODEL_TYPES[model_type]
+    decoder = _DECODER_FAMILIES.get(family)
+    own = next((n for n, c in _DECODER_FAMILIES.items() if c is cls), None)
+    # A user's own subclass of a family reads that family's configs.
+    custom = cls not in MODELS.values() and decoder is not None and issubclass(cls, decoder)
+    if (decoder is not None or own is not None) and decoder is not cls and not custom:
+        where = os.fspath(config_path) if isinstance(config_path, (str, os.PathLike)) else "config"
+        raise ValueError(
+            f"{where} has model_type {model_type!r} (model={family!r}) but "
+            f"model={own or cls.__name__!r} was asked for; pass model={family!r} or "
+            'model="auto"'
+        )
 
 
 def _accepted_arguments(cls):
@@ -70,7 +150,8 @@ def build_transformer_model(
         config_path: Google `bert_config.json`, HF `config.json`, or a dict.
         checkpoint_path: Google TF checkpoint prefix, *.safetensors,
             pytorch_model.bin, a Keras *.weights.h5, or a directory holding one.
-        model: family name or a `Transformer` subclass; one of `MODELS`.
+        model: family name or a `Transformer` subclass; one of `MODELS`, or
+            "auto" for the family the config's HF `model_type` names.
         application: the attention mask of every layer: "encoder" (none), "lm"
             (causal; turns on the MLM head as bert4keras did), "unilm" (UniLM's
             seq2seq mask from the segment ids; also turns on the MLM head), or a
@@ -88,6 +169,9 @@ def build_transformer_model(
         >>> model = build_transformer_model("bert_config.json", "bert_model.ckpt",
         ...                                 with_mlm=True)
     """
+    raw_config = load_config(config_path)
+    if isinstance(model, str) and model.lower() == "auto":
+        model = _auto_model(raw_config, config_path)
     if isinstance(model, str):
         key = model.lower()
         if key not in MODELS:
@@ -97,6 +181,7 @@ def build_transformer_model(
         cls = model
     else:
         raise TypeError(f"model must be a name or a Transformer subclass, got {model!r}")
+    _check_model_type(cls, raw_config, config_path)
     application = check_application(application)
 
     accepted = _accepted_arguments(cls)
@@ -108,7 +193,6 @@ def build_transformer_model(
         )
     # Keys of the config file the builder does not take (pooler_* of the Chinese
     # release, HF's architectures, ...) are ignored, as bert4keras did.
-    raw_config = load_config(config_path)
     configs = {k: v for k, v in translate_config(raw_config).items() if k in accepted}
     configs.pop("application", None)  # chosen by the caller, never by a config file
     configs.update(kwargs)
@@ -145,7 +229,13 @@ __all__ = [
     "GPT",
     "GPT2",
     "GPT2_ML",
+    "Gemma",
+    "HF_MODEL_TYPES",
+    "LLaMA",
+    "Mistral",
     "NEZHA",
+    "Qwen2",
+    "Qwen3",
     "RoFormer",
     "RoFormerV2",
     "MODELS",

@@ -33,6 +33,11 @@ CONFIG_KEY_ALIASES = {
     "num_heads": "num_attention_heads",
     "d_ff": "intermediate_size",
     "d_kv": "attention_head_size",
+    # LLaMA-layout decoders (HF config.json)
+    "rms_norm_eps": "layer_norm_epsilon",
+    "head_dim": "attention_head_size",
+    "attention_dropout": "attention_dropout_rate",
+    "attention_bias": "projection_bias",
 }
 
 
@@ -52,6 +57,16 @@ def translate_config(config):
     if out.get("model_type") == "roberta" and _is_int(out.get("max_position")):
         # HF RoBERTa reserves the first padding_idx + 1 = 2 rows of its table.
         out["max_position"] -= 2
+    if "rope_parameters" in out:
+        # transformers 5 keeps theta and scaling in one dict; older files split them.
+        rope = dict(out.pop("rope_parameters") or {})
+        if "rope_theta" in rope:
+            out.setdefault("rope_theta", rope.pop("rope_theta"))
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            out.setdefault("rope_scaling", rope)
+    if out.get("model_type") == "gemma" and out.get("hidden_activation"):
+        # Gemma's checkpoints name the GeGLU activation here (hidden_act is stale).
+        out["hidden_act"] = out.pop("hidden_activation")
     if out.get("model_type") == "openai-gpt":
         # HF OpenAI GPT: afn "gelu" is the tanh form, and token types are looked
         # up in the token table (CDial-GPT feeds speaker tokens through them).
@@ -111,6 +126,8 @@ _INT_MINIMUM = {
     "relative_attention_num_buckets": 1,
     "relative_attention_max_distance": 1,
     "num_hidden_groups": 1,
+    "num_key_value_heads": 1,
+    "sliding_window": 1,
     "inner_group_num": 1,
     "pad_token_id": None,
     "decoder_start_token_id": 0,
@@ -121,6 +138,7 @@ _REAL_RULES = {
     "dropout_rate": ("a number in [0, 1)", lambda v: 0 <= v < 1),
     "attention_dropout_rate": ("a number in [0, 1)", lambda v: 0 <= v < 1),
     "initializer_range": ("a finite number >= 0", lambda v: v >= 0),
+    "rope_theta": ("a finite number > 0", lambda v: v > 0),
 }
 # None means "the default" for these whatever the builder's signature says
 # (the builders read them as `value or 0`).
@@ -130,6 +148,7 @@ _NONE_MEANS_DEFAULT = {
     "decoder_start_token_id",
     "dropout_rate",
     "attention_dropout_rate",
+    "sliding_window",  # None: no window
 }
 
 
@@ -258,6 +277,16 @@ def validate_config(arguments, builder=None, config=None, config_name="config", 
                 f"({sources.where('num_attention_heads')}), or attention_head_size must be "
                 "given to set the width of each head"
             )
+
+    kv_heads = arguments.get("num_key_value_heads")
+    if _is_int(heads) and _is_int(kv_heads) and heads % kv_heads:
+        raise ValueError(
+            f"{sources.name('num_key_value_heads')} = {kv_heads} "
+            f"({sources.where('num_key_value_heads')}) must divide "
+            f"{sources.name('num_attention_heads')} = {heads} "
+            f"({sources.where('num_attention_heads')}): each key/value head serves a whole "
+            "group of query heads"
+        )
 
     vocab_size = arguments.get("vocab_size")
     limit = vocab_size if _is_int(vocab_size) else None

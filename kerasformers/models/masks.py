@@ -187,24 +187,34 @@ class AttentionBias(keras.layers.Layer):
     Args:
         application: "lm", "unilm", or a callable `fn(inputs) -> bias`
             (registered as Keras-serialisable if the model is to be saved).
+        window: with "lm", a sliding window: query i sees keys j with
+            i - window < j <= i (Mistral's `sliding_window`, HF's rule).
 
     Example:
         >>> bias = AttentionBias("lm")([token_ids])        # (1, 1, len, len)
     """
 
-    def __init__(self, application, **kwargs):
+    def __init__(self, application, window=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(application, dict):
             application = keras.saving.deserialize_keras_object(application)
         application = check_application(application)
         if application == "encoder":
             raise ValueError(f"{self.name}: the 'encoder' application has no attention bias")
+        if window is not None:
+            if application != "lm":
+                raise ValueError(f"{self.name}: window= is for application='lm' only")
+            _check_int_at_least(window, f"{self.name}: window", 1)
         self.application = application
+        self.window = window
 
     def call(self, inputs):
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if self.application == "lm":
-            return lm_mask(ops.shape(inputs[0])[1])
+            if self.window is None:
+                return lm_mask(ops.shape(inputs[0])[1])
+            distances = _distances(ops.shape(inputs[0])[1])
+            return _bias(ops.logical_and(distances >= 0, distances < self.window))[None, None]
         if self.application == "unilm":
             if len(inputs) < 2:
                 raise ValueError(f"{self.name}: the UniLM mask needs [token_ids, segment_ids]")
@@ -241,7 +251,10 @@ class AttentionBias(keras.layers.Layer):
         keys = decoding.key_slots  # (length,)
         if self.application == "lm":
             # (1, n, length)
-            allowed = (keys[None, :] <= queries[:, None])[None]
+            allowed = keys[None, :] <= queries[:, None]
+            if self.window is not None:
+                allowed = ops.logical_and(allowed, keys[None, :] > queries[:, None] - self.window)
+            allowed = allowed[None]
         else:
             order = decoding.cache()
             if order is None:
@@ -273,6 +286,7 @@ class AttentionBias(keras.layers.Layer):
                 )
             application = keras.saving.serialize_keras_object(application)
         config["application"] = application
+        config["window"] = self.window
         return config
 
 

@@ -31,6 +31,7 @@ class PassState:
         self.context = None  # T5's decoder: the encoder output ...
         self.context_mask = None  # ... and its padding mask
         self.self_attention_bias = None  # T5's decoder: causal + position bias
+        self.window_bias = None  # sliding-window layers' mask (Mistral, Qwen2)
 
 
 class _PassValue:
@@ -101,6 +102,7 @@ class Transformer(CheckpointMapping):
     context = _PassValue()
     context_mask = _PassValue()
     self_attention_bias = _PassValue()
+    window_bias = _PassValue()
 
     def __init__(
         self,

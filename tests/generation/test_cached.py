@@ -17,7 +17,7 @@ import pytest
 from keras import ops
 
 from kerasformers.generation import generate
-from kerasformers.layers import attention, positions
+from kerasformers.layers import attention, positions, rope
 from tests.conftest import tiny_model
 
 PROMPTS = [[5, 17, 33, 2, 60], [44], [9, 81, 23]]
@@ -44,6 +44,51 @@ CASES = [
     ("gpt2_ml", "gpt2_ml", "lm", GPT_LINEAR),
     ("t5.1.0", "t5.1.0", "encoder", GPT_LINEAR),
     ("t5.1.1", "t5.1.1", "encoder", GPT_LINEAR),
+    # LLM decoders: grouped-query caches at key/value-head size, half-rotation
+    # rotary positions (scaled), sliding windows shorter than prompt + new tokens,
+    # Qwen3's q/k norms and a head_dim != hidden / heads, Gemma's scaled embeddings.
+    ("llama-gqa", "llama", "lm", dict(GPT_LINEAR, num_attention_heads=4, num_key_value_heads=2)),
+    (
+        "llama-llama3-rope",
+        "llama",
+        "lm",
+        dict(
+            GPT_LINEAR,
+            rope_theta=300.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 4.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 4,
+            },
+        ),
+    ),
+    ("mistral-window", "mistral", "lm", dict(GPT_LINEAR, sliding_window=3, num_key_value_heads=1)),
+    (
+        "qwen2-yarn-window",
+        "qwen2",
+        "lm",
+        dict(
+            GPT_LINEAR,
+            tie_word_embeddings=True,
+            use_sliding_window=True,
+            sliding_window=4,
+            max_window_layers=1,
+            rope_scaling={
+                "rope_type": "yarn",
+                "factor": 3.0,
+                "original_max_position_embeddings": 8,
+            },
+        ),
+    ),
+    (
+        "qwen3-head-dim",
+        "qwen3",
+        "lm",
+        dict(GPT_LINEAR, num_attention_heads=4, num_key_value_heads=2, attention_head_size=12),
+    ),
+    ("gemma", "gemma", "lm", dict(GPT_LINEAR, attention_head_size=16, num_key_value_heads=1)),
 ]
 IDS = [c[0] for c in CASES]
 BY_ID = {c[0]: c for c in CASES}
@@ -52,8 +97,8 @@ POSITIONED = [i for i in IDS if "custom-positions" not in i]
 # The mutants run on one case per mechanism by default (UniLM's order cache,
 # shared layers, pre-norm without a padding mask, rotary,
 # relative and bucketed positions, cross-attention); on all with KF_RUN_SLOW=1.
-FORGETTING_DEFAULT = ("bert-unilm", "albert-lm", "gpt2", "t5.1.1")
-POSITIONS_DEFAULT = ("gpt2", "nezha-unilm", "roformer-lm", "t5.1.0")
+FORGETTING_DEFAULT = ("bert-unilm", "albert-lm", "gpt2", "t5.1.1", "llama-gqa")
+POSITIONS_DEFAULT = ("gpt2", "nezha-unilm", "roformer-lm", "t5.1.0", "llama-gqa")
 
 
 def _subset(ids, default):
@@ -177,7 +222,11 @@ def _zero_positions(monkeypatch):
             key_positions=ops.zeros_like(decoding.key_slots),
         )
 
-    for cls in (positions.PositionEmbedding, positions.SinusoidalPositionEmbedding):
+    for cls in (
+        positions.PositionEmbedding,
+        positions.SinusoidalPositionEmbedding,
+        rope.RotaryEmbedding,
+    ):
         monkeypatch.setattr(cls, "decode_call", absolute)
     for cls in (positions.RelativePositionEmbedding, positions.RelativePositionEmbeddingT5):
         monkeypatch.setattr(cls, "decode_call", relative)

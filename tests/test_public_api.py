@@ -16,6 +16,8 @@ PUBLIC = {
     "kerasformers.tokenizers": [
         "SpTokenizer", "Tokenizer", "TokenizerBase", "load_vocab", "save_vocab",
         "truncate_sequences",
+        # added with tokenizer.json support
+        "HFTokenizer",
     ],
     "kerasformers.snippets": [
         "AutoRegressiveDecoder", "DataGenerator", "DataGeneratorDataset", "ParallelApplyError",

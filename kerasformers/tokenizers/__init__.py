@@ -1,8 +1,10 @@
-"""Tokenizers (bert4keras' `tokenizers` module): WordPiece and SentencePiece.
+"""Tokenizers (bert4keras' `tokenizers` module): WordPiece, SentencePiece, tokenizer.json.
 
 - `Tokenizer` (`wordpiece`): BERT's WordPiece in pure Python, id-exact with
   Hugging Face's `BertTokenizer`;
 - `SpTokenizer` (`sentencepiece`): a SentencePiece model behind the same API;
+- `HFTokenizer` (`hf`): a Hugging Face tokenizer.json (byte-level BPE, Unigram,
+  WordPiece) behind the same API, with chat templates (`chat`);
 - `TokenizerBase`, `load_vocab`, `save_vocab`, `truncate_sequences` (`base`);
 - `unicode`: the character tables matched to HF's Rust tokenizers.
 
@@ -16,10 +18,12 @@ Example:
 """
 
 from kerasformers.tokenizers.base import TokenizerBase, load_vocab, save_vocab, truncate_sequences
+from kerasformers.tokenizers.hf import HFTokenizer
 from kerasformers.tokenizers.sentencepiece import SpTokenizer
 from kerasformers.tokenizers.wordpiece import Tokenizer
 
 __all__ = [
+    "HFTokenizer",
     "SpTokenizer",
     "Tokenizer",
     "TokenizerBase",

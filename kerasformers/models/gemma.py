@@ -24,6 +24,7 @@ class Gemma(LLaMA):
     """
 
     model_types = ("gemma",)
+    hf_architecture = "GemmaForCausalLM"
 
     def __init__(
         self,

@@ -236,6 +236,44 @@ class LLaMA(DecoderOnly):
         """No Google-format release exists: TF-format saves use the HF names."""
         return self.hf_variable_mapping()
 
+    # HF architecture class written into config.json by `hf_config`.
+    hf_architecture = "LlamaForCausalLM"
+
+    def hf_config(self):
+        """The HF `config.json` dict of this model (transformers loads it with
+        the weights `save_weights_as_checkpoint(..., format="safetensors")` writes)."""
+        rope = {"rope_type": "default", "rope_theta": self.rope_theta}
+        if self.rope_scaling:
+            rope.update(self.rope_scaling)
+        config = {
+            "architectures": [self.hf_architecture],
+            "model_type": self.model_types[0],
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.attention_head_size,
+            "hidden_act": self.hidden_act,
+            "max_position_embeddings": self.max_position,
+            "rms_norm_eps": self.layer_norm_epsilon,
+            "rope_theta": self.rope_theta,
+            "rope_parameters": rope,
+            "rope_scaling": self.rope_scaling,
+            "attention_bias": self.projection_bias,
+            "mlp_bias": self.mlp_bias,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_dropout": self.attention_dropout_rate,
+            "initializer_range": self.initializer_range,
+            "pad_token_id": self.pad_token_id,
+        }
+        if self.sliding_window is not None:
+            config["sliding_window"] = self.sliding_window
+            if self.layer_types is not None:
+                config["layer_types"] = list(self.layer_types)
+        return config
+
 
 class Mistral(LLaMA):
     """Mistral: LLaMA with sliding-window attention in every layer.
@@ -247,6 +285,7 @@ class Mistral(LLaMA):
     """
 
     model_types = ("mistral",)
+    hf_architecture = "MistralForCausalLM"
 
     def __init__(self, sliding_window=4096, **kwargs):
         kwargs.pop("layer_types", None)  # Mistral slides in every layer

@@ -22,6 +22,7 @@ class Qwen2(LLaMA):
     """
 
     model_types = ("qwen2",)
+    hf_architecture = "Qwen2ForCausalLM"
     qkv_bias_only = True
 
     def __init__(
@@ -44,6 +45,14 @@ class Qwen2(LLaMA):
         self.use_sliding_window = use_sliding_window
         self.max_window_layers = max_window_layers
 
+    def hf_config(self):
+        config = super().hf_config()
+        config.pop("mlp_bias")
+        config["attention_bias"] = self.projection_bias
+        config["use_sliding_window"] = self.use_sliding_window
+        config["max_window_layers"] = self.max_window_layers
+        return config
+
 
 class Qwen3(Qwen2):
     """Qwen3: Qwen2 without projection biases (attention_bias), with per-head RMS
@@ -55,5 +64,6 @@ class Qwen3(Qwen2):
     """
 
     model_types = ("qwen3",)
+    hf_architecture = "Qwen3ForCausalLM"
     qkv_bias_only = False
     qk_norm = True

@@ -10,6 +10,9 @@ symbolic inputs (`forward`); tensors of one pass (masks, position tables,
 RealFormer scores) live on that pass's `PassState`, never on the builder.
 """
 
+import json
+import os
+
 import keras
 from keras import ops
 
@@ -237,6 +240,38 @@ class Transformer(CheckpointMapping):
                     ("kernel", "embeddings")
                 ):
                     variable.assign(self.initializer(variable.shape, variable.dtype))
+
+    def hf_config(self):
+        """Hook: the HF `config.json` dict of this model (families with an HF class)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no HF config writer; save its weights with "
+            "save_weights_as_checkpoint and write config.json yourself"
+        )
+
+    def save_pretrained(self, directory, dtype=None, **options):
+        """Writes `directory` as transformers' `from_pretrained` reads it: config.json
+        (`hf_config`) and the weights as HF-named safetensors.
+
+        Args:
+            directory: the folder (created if missing).
+            dtype: cast floating weights, e.g. "bfloat16".
+            **options: passed to `save_weights_as_checkpoint` (e.g. max_shard_size).
+
+        Returns:
+            The path of the weights written.
+        """
+        config = self.hf_config()
+        os.makedirs(directory, exist_ok=True)
+        if dtype is not None:
+            config["torch_dtype"] = config["dtype"] = str(dtype)
+        with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        return self.save_weights_as_checkpoint(
+            os.path.join(directory, "model.safetensors"),
+            format="safetensors",
+            dtype=dtype,
+            **options,
+        )
 
     def get_inputs(self):
         raise NotImplementedError

@@ -25,6 +25,7 @@ Example:
     ...                "bias": "cls/seq_relationship/output_bias"}}
 """
 
+import functools
 import os
 import re
 from typing import NamedTuple
@@ -33,6 +34,12 @@ import keras
 import numpy as np
 
 from kerasformers import checkpoints
+from kerasformers.backend.variables import (
+    assign_variable,
+    discard_variable_value,
+    variable_storage,
+    variable_to_numpy,
+)
 
 
 class FusedPart(NamedTuple):
@@ -145,6 +152,20 @@ class CheckpointMapping:
         if hook:
             return getattr(self, f"load_{hook}")(value)
         return value
+
+    def _is_identity(self, hook):
+        """True for an entry whose load hook leaves the tensor as it is in the file.
+
+        Such tensors can be read straight into a variable's memory (`_load_direct`).
+        """
+        if hook is None:
+            return True
+        return (
+            hook == "embeddings"
+            and self.keep_tokens is None
+            and self.compound_tokens is None
+            and type(self).load_embeddings is CheckpointMapping.load_embeddings
+        )
 
     def _hf_key(self, name):
         if self.hf_prefix and name.startswith(self.hf_prefix):
@@ -318,6 +339,17 @@ class CheckpointMapping:
                             f"{_dtype_kind(dtype)} variable"
                         )
                         continue
+                    if self._is_identity(hook):
+                        shape = reader.shape(found)
+                        if shape != tuple(variable.shape):
+                            problems.append(
+                                f"tensor {found!r} has shape {shape} but "
+                                f"{variable.path} expects {tuple(variable.shape)}"
+                            )
+                            continue
+                        self._load_direct(reader, found, variable, stored == dtype)
+                        assigned.add(id(variable))
+                        continue
                     if isinstance(hook, FusedPart):
                         if found not in fused:
                             fused[found] = reader.get(found)
@@ -336,8 +368,9 @@ class CheckpointMapping:
                         )
                         continue
                     # Assigned one at a time so at most one tensor is in flight
-                    # (and the fused tensors of one layer).
-                    variable.assign(value.astype(dtype, copy=False))
+                    # (and the fused tensors of one layer); cast only if the
+                    # dtypes differ, this tensor alone.
+                    assign_variable(variable, value)
                     assigned.add(id(variable))
                     del value
                 del fused
@@ -358,6 +391,24 @@ class CheckpointMapping:
                     + "\n(pass ignore_invalid_weights=True to skip these)"
                 )
 
+    def _load_direct(self, reader, name, variable, same_dtype):
+        """Loads a tensor that needs no hook, with as few copies as the backend allows.
+
+        Same dtype on torch: the file's bytes are read straight into the variable's
+        memory. Otherwise the tensor is read into a fresh (aligned) array and assigned,
+        cast by the backend if the dtypes differ; the placeholder value of a model built
+        for this checkpoint (`defer_initialization`) is freed first, so that the old and
+        the new value of the largest tensor are never both alive.
+        """
+        if same_dtype:
+            storage = variable_storage(variable)
+            if storage is not None:
+                reader.read_into(name, storage)
+                return
+        if self.defer_initialization:
+            discard_variable_value(variable)
+        assign_variable(variable, reader.get(name))
+
     def _unexpected(self, names, used, convention):
         """Unused checkpoint tensors inside the model body: a config mismatch."""
         if convention == "custom":
@@ -372,23 +423,39 @@ class CheckpointMapping:
         return out
 
     # ------------------------------------------------------------------ saving
-    def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None, format=None):
-        """Writes the weights as a Google TF checkpoint or an HF safetensors file.
+    def save_weights_as_checkpoint(
+        self, filename, mapping=None, dtype=None, format=None, max_shard_size=None
+    ):
+        """Writes the weights as a Google TF checkpoint or HF safetensors (sharded if large).
+
+        Tensors are computed from the variables one at a time, as they are written
+        (bfloat16 stays bfloat16; no float32 copy of the model is made), so saving
+        needs about one tensor of memory beyond the model.
 
         Args:
-            filename: TF prefix (e.g. "out/bert_model.ckpt") or "*.safetensors".
+            filename: TF prefix (e.g. "out/bert_model.ckpt"), "*.safetensors" (or
+                "*.safetensors.index.json"), or a directory (an existing one or a path
+                ending in a separator: "model.ckpt" / "model.safetensors" inside it).
             mapping: optional mapping to write under instead of the family's Google
                 (tf) or HF (safetensors) names; either form, as for loading.
-            dtype: cast floating tensors to this dtype (e.g. "float16").
+            dtype: cast floating tensors to this dtype (e.g. "bfloat16", "float16"),
+                each tensor as it is written.
             format: "tf" or "safetensors"; by default from the file extension.
+            max_shard_size: safetensors only: the largest file, in bytes or as a string
+                ("2GB", "500MiB"); default "5GB". Larger sets are written as HF shards
+                (model-00001-of-0000N.safetensors + model.safetensors.index.json),
+                which `transformers`' from_pretrained loads.
 
         Returns:
-            The path written.
+            The path written (a sharded set: its index).
         """
         if format is None:
-            format = "safetensors" if str(filename).endswith(".safetensors") else "tf"
+            is_safetensors = str(filename).endswith((".safetensors", ".safetensors.index.json"))
+            format = "safetensors" if is_safetensors else "tf"
         if format not in ("tf", "safetensors"):
             raise ValueError(f"format must be 'tf' or 'safetensors', got {format!r}")
+        if max_shard_size is not None and format != "safetensors":
+            raise ValueError(f"max_shard_size applies to format='safetensors' only, not {format!r}")
         if mapping is not None:
             convention = "custom"
         else:
@@ -407,36 +474,71 @@ class CheckpointMapping:
             )
         self._check_paths(mapping, convention)
 
-        def finish(value):
-            if dtype is not None and np.issubdtype(value.dtype, np.floating):
-                value = value.astype(dtype)
-            return np.ascontiguousarray(value)
-
-        tensors, fused = {}, {}
+        sources, fused = {}, {}  # checkpoint name -> function computing its array
         for layer_name, entries in mapping.items():
             for path, variable in self._variables(self.layers[self.prefix + layer_name]).items():
                 name, hook = entries[path]
-                value = keras.ops.convert_to_numpy(variable)
                 if isinstance(hook, FusedPart):
-                    fused.setdefault(name, {})[hook.index] = (hook, value)
+                    sources.setdefault(name, None)  # keeps the layer order of the names
+                    fused.setdefault(name, {})[hook.index] = (hook, variable)
                     continue
-                if hook:
-                    value = getattr(self, f"save_{hook}")(value)
-                tensors[name] = finish(value)
+                sources[name] = functools.partial(self._saved_value, variable, hook)
         for name, parts in fused.items():
-            value = _fuse_parts(name, parts)
-            hook = next(iter(parts.values()))[0].hook
-            if hook:
-                value = getattr(self, f"save_{hook}")(value)
-            tensors[name] = finish(value)
+            _check_parts(name, parts)
+            sources[name] = functools.partial(self._saved_fused, name, parts)
+        tensors = {name: _SavedTensor(compute, dtype) for name, compute in sources.items()}
         directory = os.path.dirname(str(filename))
         if directory:
             os.makedirs(directory, exist_ok=True)
-        return checkpoints.save_checkpoint(tensors, str(filename), format=format)
+        return checkpoints.save_checkpoint(
+            tensors, str(filename), format=format, max_shard_size=max_shard_size
+        )
+
+    def _saved_value(self, variable, hook):
+        value = variable_to_numpy(variable)
+        return getattr(self, f"save_{hook}")(value) if hook else value
+
+    def _saved_fused(self, name, parts):
+        value = _fuse_parts(name, {i: (h, variable_to_numpy(v)) for i, (h, v) in parts.items()})
+        hook = next(iter(parts.values()))[0].hook
+        return getattr(self, f"save_{hook}")(value) if hook else value
 
 
-def _fuse_parts(name, parts):
-    """Concatenates {index: (FusedPart, value)} back into one tensor."""
+class _SavedTensor:
+    """A checkpoint tensor computed from the variables when the writer takes it.
+
+    Its shape and dtype are known up front (the writer plans shards and headers with
+    them) from one evaluation, whose result is dropped: the values are views of the
+    variables, so that costs no copy for tensors without a fused part or a cast.
+    """
+
+    def __init__(self, compute, dtype=None):
+        self._compute = compute
+        value = compute()
+        self._cast = None
+        if dtype is not None and _dtype_kind(_dtype_name(value.dtype)) == "float":
+            self._cast = np.dtype(_numpy_dtype(dtype))
+        self.shape = tuple(value.shape)
+        self.dtype = self._cast if self._cast is not None else np.dtype(value.dtype)
+
+    def __array__(self, dtype=None, copy=None):
+        value = np.asarray(self._compute())
+        if self._cast is not None and value.dtype != self._cast:
+            value = value.astype(self._cast)
+        return value if dtype is None else value.astype(dtype)
+
+
+def _numpy_dtype(dtype):
+    """numpy dtype of a Keras / numpy dtype name ("bfloat16" through ml_dtypes)."""
+    name = _dtype_name(dtype)
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+def _check_parts(name, parts):
     hook = next(iter(parts.values()))[0]
     missing = sorted(set(range(hook.count)) - set(parts))
     if missing:
@@ -444,4 +546,10 @@ def _fuse_parts(name, parts):
             f"cannot save fused tensor {name!r}: the mapping writes parts {sorted(parts)} "
             f"of {hook.count} but not {missing}"
         )
+
+
+def _fuse_parts(name, parts):
+    """Concatenates {index: (FusedPart, value)} back into one tensor."""
+    _check_parts(name, parts)
+    hook = next(iter(parts.values()))[0]
     return np.concatenate([parts[i][1] for i in range(hook.count)], axis=hook.axis)

@@ -209,3 +209,19 @@ def test_dynamic_rope_generation_past_the_trained_length(tmp_path_factory):
     hf, ours, _, _ = _pair("llama-dynamic", tmp_path_factory)
     prompt = [_prompts()[0]]
     assert generate(ours, prompt, max_new_tokens=NEW) == _hf_generate(hf, prompt)
+
+
+@pytest.mark.parametrize("case_id", ["qwen2-window", "gemma", "llama-untied-biases"])
+def test_saved_directory_loads_in_transformers(case_id, tmp_path_factory):
+    """save_pretrained writes config.json + HF-named safetensors that
+    transformers' from_pretrained reads back to the same logits."""
+    hf, ours, _, _ = _pair(case_id, tmp_path_factory)
+    directory = str(tmp_path_factory.mktemp(case_id + "-saved"))
+    ours._kf_builder.save_pretrained(directory)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    assert type(loaded) is type(hf)
+    ids = torch.as_tensor(np.random.default_rng(4).integers(0, BASE["vocab_size"], (1, 12)))
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            loaded(ids).logits.numpy(), hf(ids).logits.numpy(), atol=1e-5, rtol=0
+        )

@@ -37,14 +37,22 @@ from kerasformers.backend.recompute import (
 from kerasformers.backend.train_steps import (
     embedding_train_step,
 )
+from kerasformers.backend.variables import (
+    assign_variable,
+    discard_variable_value,
+    variable_storage,
+    variable_to_numpy,
+)
 
 __all__ = [
     "activation_name",
     "apply_rotary_position_embeddings",
+    "assign_variable",
     "autocast",
     "check_ids_in_range",
     "compile_generation",
     "dense",
+    "discard_variable_value",
     "dot_product_attention",
     "embedding_train_step",
     "gelu_erf",
@@ -63,4 +71,6 @@ __all__ = [
     "sparse_multilabel_categorical_crossentropy",
     "tied_dense",
     "update_cache",
+    "variable_storage",
+    "variable_to_numpy",
 ]

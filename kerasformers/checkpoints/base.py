@@ -84,6 +84,11 @@ class CheckpointReader:
     def _get(self, name: str) -> np.ndarray:
         raise NotImplementedError
 
+    def _read_into(self, name: str, out: np.ndarray) -> None:
+        # Formats that can read bytes straight into memory override this.
+        value = self._get(name)
+        out.reshape(-1).view(np.uint8)[:] = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+
     def _close(self) -> None:
         pass
 
@@ -122,6 +127,41 @@ class CheckpointReader:
         """
         self._check(name)
         return self._get(name)
+
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray:
+        """Reads tensor `name` into the caller's array `out` instead of a new one.
+
+        No other copy of the tensor is made where the format allows (safetensors reads the
+        file's bytes straight into `out`): a reader filling a model's own memory this way
+        adds nothing to the peak.
+
+        Args:
+            name: A tensor name from `names()`.
+            out: A writable, C-contiguous array of the tensor's dtype and shape.
+
+        Returns:
+            `out`.
+
+        Raises:
+            MissingTensorError: `name` is not in the checkpoint.
+            CheckpointError: the tensor's bytes are unreadable, or `out` does not fit.
+        """
+        self._check(name)
+        shape, dtype = tuple(self._shape(name)), np.dtype(self._dtype(name))
+        if (
+            tuple(out.shape) != shape
+            or out.dtype != dtype
+            or not out.flags.c_contiguous
+            or not out.flags.writeable
+        ):
+            raise CheckpointError(
+                f"cannot read tensor {name!r} of {self.path} ({dtype.name} {list(shape)}) into "
+                f"a{' read-only' if not out.flags.writeable else ''} "
+                f"{'' if out.flags.c_contiguous else 'non-contiguous '}"
+                f"{out.dtype.name} array of shape {list(out.shape)}"
+            )
+        self._read_into(name, out)
+        return out
 
     def close(self) -> None:
         """Releases the open files. Further reads raise CheckpointError."""

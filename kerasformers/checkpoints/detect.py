@@ -42,6 +42,24 @@ def _tf_backup(prefix: str) -> str | None:
     return backup
 
 
+def _safetensors_backup(index: str) -> str | None:
+    """The backup of a sharded safetensors set whose save was interrupted, or None.
+
+    A sharded save keeps the old set complete under ``index + BACKUP_SUFFIX`` (see
+    `safetensors_writer`) between removing the old index and putting the new one in place.
+    """
+    backup = index + BACKUP_SUFFIX
+    if os.path.isfile(index) or not os.path.isfile(backup):
+        return None
+    warnings.warn(
+        f"{index} is missing: loading {backup}, the previous checkpoint kept by a save that "
+        "was interrupted",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return backup
+
+
 def _detect_file(path: str) -> tuple[str, str]:
     name = os.path.basename(path)
     if name.endswith(".index"):
@@ -124,8 +142,24 @@ def _detect_directory(directory: str) -> tuple[str, str]:
             prefix = _tf_backup(prefix[: -len(BACKUP_SUFFIX)]) or prefix
     if prefix is not None:
         return "tf", prefix
+    single = os.path.join(directory, "model.safetensors")
+    index = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.isfile(single) and os.path.isfile(index):
+        # transformers' from_pretrained reads model.safetensors first; so do we, so that a
+        # folder gives the same weights to both. Our own saves never leave both behind.
+        warnings.warn(
+            f"{directory} holds both model.safetensors and model.safetensors.index.json: "
+            "loading model.safetensors (as transformers does); pass the index's path to "
+            "load the sharded set",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if not os.path.isfile(single) and not os.path.isfile(index):
+        backup = _safetensors_backup(index)
+        if backup is not None:
+            return "safetensors", backup
     for kind, fmt, exact, pattern in (
-        ("safetensors", "safetensors", ("model.safetensors.index.json", "model.safetensors"), None),
+        ("safetensors", "safetensors", ("model.safetensors", "model.safetensors.index.json"), None),
         ("safetensors", "safetensors", (), "*.safetensors.index.json"),
         ("safetensors", "safetensors", (), "*.safetensors"),
         ("PyTorch", "torch", ("pytorch_model.bin.index.json", "pytorch_model.bin"), None),
@@ -155,7 +189,10 @@ def detect_format(path: str | os.PathLike) -> tuple[str, str]:
             a ``*.safetensors`` file or ``*.safetensors.index.json``, a PyTorch ``*.bin`` /
             ``*.pt`` / ``*.pth`` file or ``*.bin.index.json``, a Keras ``*.weights.h5`` file, or a
             directory holding one of these (TensorFlow is preferred, then safetensors, then
-            PyTorch, then Keras).
+            PyTorch, then Keras; ``model.safetensors`` before
+            ``model.safetensors.index.json``, as transformers reads them, with a warning when
+            both are there; an interrupted sharded save's ``*.index.json.bak`` when the
+            index is missing).
 
     Returns:
         ``(fmt, resolved_path)`` with fmt in ``FORMATS``; for TensorFlow the path is the prefix.
@@ -174,6 +211,10 @@ def detect_format(path: str | os.PathLike) -> tuple[str, str]:
         backup = _tf_backup(prefix)
         if backup is not None:
             return "tf", backup
+        if path.endswith(".safetensors.index.json"):
+            backup = _safetensors_backup(path)
+            if backup is not None:
+                return "safetensors", backup
         raise CheckpointError(f"checkpoint not found: {path} (no such file or directory)")
     return _detect_file(path)
 
@@ -210,7 +251,12 @@ def open_checkpoint(path: str | os.PathLike) -> CheckpointReader:
     )
 
 
-def save_checkpoint(tensors: dict, path: str | os.PathLike, format: str | None = None) -> str:
+def save_checkpoint(
+    tensors: dict,
+    path: str | os.PathLike,
+    format: str | None = None,
+    max_shard_size=None,
+) -> str:
     """Writes a dict of arrays as a checkpoint.
 
     An existing checkpoint at `path` is replaced crash-safely: whenever the process dies,
@@ -223,20 +269,33 @@ def save_checkpoint(tensors: dict, path: str | os.PathLike, format: str | None =
             ``"safetensors"`` the file name. A directory (an existing one, or a path
             ending in a separator) gets ``model.ckpt`` / ``model.safetensors`` inside
             it, which `detect_format` finds in that directory.
+            A safetensors set larger than `max_shard_size` is written as Hugging Face
+            shards named after the file (``model-00001-of-00002.safetensors`` ...) with
+            ``model.safetensors.index.json``; the path may also name that index.
         format: ``"tf"`` or ``"safetensors"``. If None, ``"safetensors"`` when the path ends in
-            ``.safetensors``, otherwise ``"tf"``.
+            ``.safetensors`` or ``.safetensors.index.json``, otherwise ``"tf"``.
+        max_shard_size: safetensors only: the largest file to write, in bytes or as a string
+            (``"2GB"``, ``"500MiB"``); default "5GB" (see
+            `kerasformers.checkpoints.safetensors_writer`).
 
     Returns:
-        The path written (for TensorFlow, the prefix).
+        The path written (for TensorFlow, the prefix; for a sharded set, its index).
     """
     path = os.fspath(path)
     if format is None:
-        format = "safetensors" if path.endswith(".safetensors") else "tf"
+        format = (
+            "safetensors" if path.endswith((".safetensors", ".safetensors.index.json")) else "tf"
+        )
     if format in DEFAULT_NAMES and (path.endswith(("/", os.sep)) or os.path.isdir(path)):
         # Into the directory, under the name its loader looks for first.
         path = os.path.join(path, DEFAULT_NAMES[format])
     if format == "tf":
-        if path.endswith((".safetensors", ".index", ".bin", ".h5")):
+        if max_shard_size is not None:
+            raise CheckpointError(
+                f"cannot save {path}: max_shard_size applies to safetensors only (a "
+                "TensorFlow checkpoint is one data file)"
+            )
+        if path.endswith((".safetensors", ".index", ".bin", ".h5", ".json")):
             raise CheckpointError(
                 f"cannot save a TensorFlow checkpoint with prefix {path}: pass the prefix "
                 "(e.g. out/model.ckpt), not a file name of another format"
@@ -245,9 +304,9 @@ def save_checkpoint(tensors: dict, path: str | os.PathLike, format: str | None =
 
         return write_tf_checkpoint(tensors, path)
     if format == "safetensors":
-        from .safetensors_format import write_safetensors
+        from .safetensors_writer import write_safetensors
 
-        return write_safetensors(tensors, path)
+        return write_safetensors(tensors, path, max_shard_size=max_shard_size)
     raise CheckpointError(
         f"cannot save {path}: unknown format {format!r}; use 'tf' or 'safetensors'"
     )

@@ -84,8 +84,8 @@ def test_sharded(tmp_path):
                 np.testing.assert_array_equal(reader.get(name), np.asarray(tensors[name]))
     # A missing shard, a shard that lacks a mapped tensor, a path escaping the folder.
     for bad_map, message in (
-        ({"a": "gone.safetensors"}, r"refers to .*gone\.safetensors, which is missing"),
-        ({"nope": "model-00001-of-00002.safetensors"}, "which does not hold them"),
+        ({"a": "gone.safetensors"}, r"of which 1 is missing from .*: gone\.safetensors"),
+        ({"nope": "model-00001-of-00002.safetensors"}, "which does not hold it"),
         ({"a": "../x.safetensors"}, "points outside its directory"),
     ):
         (tmp_path / "bad.safetensors.index.json").write_text(json.dumps({"weight_map": bad_map}))

@@ -91,6 +91,8 @@ class Transformer(CheckpointMapping):
         application: the attention mask shared by all layers: "encoder" (none),
             "lm" (causal), "unilm" (seq2seq from segment ids) or a callable
             `fn(inputs) -> additive bias` (see `kerasformers.models.masks`).
+        dtype: dtype policy of every layer ("bfloat16", "mixed_bfloat16", ...);
+            None: Keras' global policy (`keras.config.set_dtype_policy`).
     """
 
     # Where each sub-layer's norm sits: "post" (BERT: Norm(x + f(x))) or "pre"
@@ -131,6 +133,7 @@ class Transformer(CheckpointMapping):
         name=None,
         recompute=None,
         application="encoder",
+        dtype=None,
     ):
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
@@ -163,6 +166,7 @@ class Transformer(CheckpointMapping):
         self.name = name
         self.recompute = recompute_enabled() if recompute is None else bool(recompute)
         self.application = check_application(application)
+        self.dtype = keras.DTypePolicy(dtype).name if dtype is not None else None
         self.layers = {}
         self.state = None  # the PassState while `forward` runs
         self.defer_initialization = False
@@ -202,6 +206,8 @@ class Transformer(CheckpointMapping):
         name = self.prefix + kwargs["name"]
         kwargs["name"] = name
         if name not in self.layers:
+            if self.dtype is not None:
+                kwargs.setdefault("dtype", self.dtype)
             self.layers[name] = layer(**kwargs)
             if getattr(self.layers[name].call, "supports_recompute", False):
                 self.layers[name].recompute = self.recompute

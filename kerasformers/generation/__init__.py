@@ -15,6 +15,9 @@ Beam search follows HF transformers' (length penalty, early stopping off: a
 row stops when no running beam can beat its worst finished one, finished
 scores are sum of log-probabilities / new length ** length_penalty).
 
+`stream_generate` (and `generate(..., streamer=...)`) hands out each step's
+tokens as soon as the step is done (`kerasformers.generation.streaming`).
+
 `generate` is thread-safe: a pass keeps its state in its own `Decoding` and
 never on the model, so concurrent calls on one model give their serial results.
 
@@ -22,14 +25,13 @@ Reference:
     Beam search and nucleus sampling: https://arxiv.org/abs/1904.09751
 """
 
-import numpy as np
 from keras import ops
 
 from kerasformers.generation.autoregressive import AutoRegressiveDecoder
-from kerasformers.generation.cached import Decoding, GraphPlan, graph_plan
-from kerasformers.generation.checks import METHODS, check_prompts, check_seed, check_settings
+from kerasformers.generation.cached import Decoding, GraphPlan
+from kerasformers.generation.checks import METHODS, Request, cut_at_end
 from kerasformers.generation.loop import compiled
-from kerasformers.snippets.inputs import check_inputs
+from kerasformers.generation.streaming import check_streaming, steps
 
 __all__ = [
     "METHODS",
@@ -37,6 +39,7 @@ __all__ = [
     "Decoding",
     "GraphPlan",
     "generate",
+    "stream_generate",
 ]
 
 
@@ -54,7 +57,9 @@ def generate(
     min_new_tokens=0,
     seed=None,
     length_penalty=1.0,
+    repetition_penalty=1.0,
     return_logits=False,
+    streamer=None,
 ):
     """Generates continuations of a batch of prompts with a key/value cache.
 
@@ -74,16 +79,26 @@ def generate(
         top_p: sample among the smallest set of tokens whose probability
             reaches top_p (nucleus sampling; method="sample").
         temperature: divide logits by it before sampling.
-        end_id: id that ends a sequence (excluded from the output).
-        min_new_tokens: end_id is forbidden before this many new tokens.
+        end_id: an id, or a list of ids, that ends a sequence (any of them;
+            excluded from the output).
+        min_new_tokens: every end id is forbidden before this many new tokens.
         seed: int seed of sampling in [0, 2**31); the same seed gives the same
             output.
         length_penalty: beam scores are divided by length ** length_penalty.
+        repetition_penalty: a number > 0 (1.0: off), HF's rule: the logit of
+            every token already in the sequence (the prompt's, or a T5
+            decoder's start token, and the generated ones) is divided by it
+            where positive and multiplied by it where negative; beam search
+            applies it to the log-probabilities, as HF does.
         return_logits: also return the (batch, max_new_tokens, vocab) float32
             logits of every step (greedy and sampling only).
+        streamer: a callable `streamer(step, new_tokens)` called after every
+            step with one list per prompt: [the id produced at that step], or
+            [] for a row that has ended (greedy and sampling only; see
+            `stream_generate`).
 
     Returns:
-        A list with one list of generated ids per prompt (end_id excluded);
+        A list with one list of generated ids per prompt (end ids excluded);
         with return_logits, (that list, the logits as a numpy array).
 
     Example:
@@ -92,17 +107,12 @@ def generate(
         >>> generate(model, [[464, 2068], [15496]], max_new_tokens=20,
         ...          method="beam", num_beams=4, end_id=50256)
     """
-    plan = graph_plan(model)
-    if not plan.causal:
-        raise ValueError(
-            "generate needs a language model, and no layer of this model declares a "
-            "causal attention order; build it with application='lm' or 'unilm' (the gpt* "
-            "models and t5 always are)"
-        )
-    vocab = plan.vocab_size
-    prompts, segments = check_prompts(token_ids, segment_ids, vocab, "segments" in plan.roles)
-    settings = check_settings(
-        vocab,
+    request = Request(
+        model,
+        token_ids,
+        segment_ids,
+        seed,
+        return_logits,
         max_new_tokens=max_new_tokens,
         method=method,
         num_beams=num_beams,
@@ -112,59 +122,79 @@ def generate(
         end_id=end_id,
         min_new_tokens=min_new_tokens,
         length_penalty=length_penalty,
+        repetition_penalty=repetition_penalty,
     )
-    if return_logits and settings["method"] == "beam":
-        raise ValueError("generate: return_logits is available for greedy and sampling only")
-    seed = check_seed(seed)
-    seq2seq = "source" in plan.roles
-    builder = getattr(model, "_kf_builder", None)
-    # Models loaded from .keras carry no builder: T5's pad and start id are 0.
-    pad_id = getattr(builder, "pad_token_id", None) or 0
-    if seq2seq:
-        decoder = getattr(builder, "decoder_builder", None)
-        settings["decoder_start_id"] = int(getattr(decoder, "decoder_start_token_id", 0) or 0)
-    settings["return_logits"] = bool(return_logits)
-
-    lengths = np.array([len(p) for p in prompts], dtype="int32")
-    width = int(lengths.max())
-    ids = np.full((len(prompts), width), pad_id, dtype="int32")
-    segs = np.zeros((len(prompts), width), dtype="int32")
-    for row, (prompt, segment) in enumerate(zip(prompts, segments, strict=True)):
-        # Decoder-only prompts are left-padded (the new tokens follow every
-        # prompt in the same slots); encoder inputs are right-padded.
-        start = 0 if seq2seq else width - len(prompt)
-        ids[row, start : start + len(prompt)] = prompt
-        segs[row, start : start + len(prompt)] = segment
-
-    # The host-side check of every id against its table (a compiled jax graph
-    # cannot raise: an id past a table would decode silently into NaN).
-    host = {
-        "tokens": ids,
-        "segments": segs,
-        "positions": np.maximum(np.arange(width)[None, :] - (width - lengths)[:, None], 0),
-        "source": ids,
-    }
-    if seq2seq:  # the decoder's first input is its start token
-        host["tokens"] = np.full((len(prompts), 1), settings["decoder_start_id"], "int32")
-    check_inputs(model, [host[role] for role in plan.roles])
-
-    run = compiled(plan, settings)
-    out = run(
-        ops.convert_to_tensor(ids),
-        ops.convert_to_tensor(segs),
-        ops.convert_to_tensor(width - lengths),
-        ops.convert_to_tensor(np.array([seed], dtype="int32")),
-    )
+    settings = request.settings
+    if streamer is not None:
+        if not callable(streamer):
+            raise TypeError(
+                "generate: streamer must be a callable streamer(step, new_tokens), got "
+                f"{type(streamer).__name__}"
+            )
+        check_streaming(settings, "generate")
+        rows = [[] for _ in request.ids]
+        for step, new_tokens in enumerate(steps(request)):
+            streamer(step, new_tokens)
+            for row, tokens in zip(rows, new_tokens, strict=True):
+                row.extend(tokens)
+        return rows
+    out = compiled(request.plan, settings)(*request.tensors())
     if return_logits:
         tokens, logits = out
-        return _to_lists(tokens, settings["end_id"]), ops.convert_to_numpy(logits)
-    return _to_lists(out, settings["end_id"])
+        return _to_lists(tokens, request.end_ids), ops.convert_to_numpy(logits)
+    return _to_lists(out, request.end_ids)
 
 
-def _to_lists(tokens, end_id):
-    rows = []
-    for row in ops.convert_to_numpy(tokens).tolist():
-        if end_id is not None and end_id in row:
-            row = row[: row.index(end_id)]
-        rows.append(row)
-    return rows
+def stream_generate(model, token_ids, **kwargs):
+    """Generates like `generate`, yielding each step's new tokens as soon as
+    the step is done (for a server that forwards tokens as they come).
+
+    The arguments are validated at the call, before the first step; the
+    iterator then yields, after every step, a list with one entry per prompt:
+    [the id produced at that step], or [] for a row that has ended (the end
+    id itself is never yielded). It stops when every row has ended or after
+    max_new_tokens steps. Joined, the streamed tokens of each row are
+    `generate`'s output for the same arguments (the same seed for sampling).
+
+    Args:
+        model: as for `generate`.
+        token_ids: as for `generate`.
+        **kwargs: `generate`'s other arguments, except `return_logits` and
+            `streamer`; method "greedy" or "sample" (beams reorder).
+
+    Returns:
+        An iterator (generator) of per-step lists.
+
+    Example:
+        >>> for new_tokens in stream_generate(model, [[464, 2068]], end_id=50256):
+        ...     print(tokenizer.decode(new_tokens[0]), end="", flush=True)
+    """
+    for name in ("streamer", "return_logits"):
+        if name in kwargs:
+            raise TypeError(f"stream_generate: {name} is not an argument of stream_generate")
+    settings = {
+        "segment_ids": None,
+        "max_new_tokens": 32,
+        "method": "greedy",
+        "num_beams": 4,
+        "top_k": None,
+        "top_p": None,
+        "temperature": 1.0,
+        "end_id": None,
+        "min_new_tokens": 0,
+        "seed": None,
+        "length_penalty": 1.0,
+        "repetition_penalty": 1.0,
+    }
+    unknown = sorted(set(kwargs) - set(settings))
+    if unknown:
+        raise TypeError(f"stream_generate: unexpected argument(s) {unknown}")
+    settings.update(kwargs)
+    segment_ids, seed = settings.pop("segment_ids"), settings.pop("seed")
+    request = Request(model, token_ids, segment_ids, seed, False, **settings)
+    check_streaming(request.settings, "stream_generate")
+    return steps(request)
+
+
+def _to_lists(tokens, end_ids):
+    return cut_at_end(ops.convert_to_numpy(tokens).tolist(), end_ids)

@@ -1,7 +1,9 @@
 """Search strategies of `kerasformers.generation`: greedy, sampling, beam search.
 
-Each strategy keeps its state in a structure of tensors (a loop variable of
-`keras.ops.while_loop`): `initial()` makes it, `choose(state, logits, step)`
+Each strategy keeps its state in a dict of tensors (a loop variable of
+`keras.ops.while_loop`): `initial(seen)` makes it (`seen`: None, or with a
+repetition penalty the (rows, vocab) bool mask of the tokens so far, which the
+state carries and updates), `choose(state, logits, step)`
 picks the tokens of step `step` from the (rows, vocab) logits, `reorder` gives
 the tokens to feed next and reorders the key/value caches (beams), `running`
 says whether to go on, `result` gives the (batch, max_new_tokens) ids.
@@ -15,42 +17,78 @@ from kerasformers.backend import infinity, random_uniform
 _NEG = -1.0e9  # HF's "impossible" beam score
 
 
-def _log_probs(logits, step, settings):
-    """Log-softmax of the logits with end_id forbidden before min_new_tokens."""
+def _is_end(tokens, end_ids):
+    """Whether each id of the int tensor `tokens` is one of the (n,) `end_ids`."""
+    return ops.any(ops.expand_dims(tokens, -1) == end_ids, axis=-1)
+
+
+def _log_probs(logits, step, settings, options):
+    """Log-softmax of the logits with every end id forbidden before min_new_tokens."""
     logits = ops.log_softmax(logits, axis=-1)
-    end_id = settings["end_id"]
-    if end_id is not None and settings["min_new_tokens"] > 0:
+    end_ids = options.get("end_ids")
+    if end_ids is not None and settings["min_new_tokens"] > 0:
         vocab = ops.shape(logits)[-1]
-        forbid = ops.logical_and(ops.arange(vocab) == end_id, step < settings["min_new_tokens"])
+        forbid = ops.logical_and(
+            _is_end(ops.arange(vocab), end_ids), step < settings["min_new_tokens"]
+        )
         logits = ops.where(forbid[None, :], -infinity(), logits)
     return logits
+
+
+def penalize(scores, seen, penalty):
+    """HF's repetition penalty on (rows, vocab) scores: the score of every token
+    already in the sequence (`seen`, (rows, vocab) bool) is divided by `penalty`
+    where positive and multiplied by it where negative.
+
+    Reference:
+        CTRL, section 4.1: https://arxiv.org/abs/1909.05858
+    """
+    penalized = ops.where(scores < 0, scores * penalty, scores / penalty)
+    return ops.where(seen, penalized, scores)
+
+
+def mark_seen(seen, tokens):
+    """`seen` (..., vocab) bool with `tokens` (...) int ids added."""
+    vocab = ops.shape(seen)[-1]
+    return ops.logical_or(seen, ops.arange(vocab) == ops.expand_dims(tokens, -1))
 
 
 class TokenSearch:
     """Greedy decoding and sampling: one running sequence per prompt."""
 
-    def __init__(self, settings, batch, seed):
+    def __init__(self, settings, batch, seed, options):
         self.settings = settings
         self.batch = batch
         self.seed = seed
+        self.options = options
 
-    def initial(self):
+    def initial(self, seen=None):
         new = self.settings["max_new_tokens"]
-        # tokens (batch, new), done (batch,)
-        return (ops.zeros((self.batch, new), "int32"), ops.zeros((self.batch,), "bool"))
+        state = {
+            "tokens": ops.zeros((self.batch, new), "int32"),  # (batch, new)
+            "done": ops.zeros((self.batch,), "bool"),
+        }
+        if seen is not None:
+            state["seen"] = seen  # (batch, vocab)
+        return state
 
     def running(self, state):
-        return ops.logical_not(ops.all(state[1]))
+        return ops.logical_not(ops.all(state["done"]))
 
     def reorder(self, state, caches, step):
-        tokens, _ = state
         # (batch, 1) the token chosen at step - 1
-        return ops.take(tokens, ops.reshape(step - 1, (1,)), axis=1), caches
+        return ops.take(state["tokens"], ops.reshape(step - 1, (1,)), axis=1), caches
+
+    def chosen(self, state, step):
+        """(batch,) ids chosen at `step`, and (batch,) whether each row has ended."""
+        return ops.take(state["tokens"], ops.reshape(step, (1,)), axis=1)[:, 0], state["done"]
 
     def choose(self, state, logits, step):
-        tokens, done = state
-        settings = self.settings
-        scores = _log_probs(logits, step, settings)
+        tokens, done = state["tokens"], state["done"]
+        settings, options = self.settings, self.options
+        if "seen" in state:  # on the raw logits, as HF's greedy search and sampling
+            logits = penalize(logits, state["seen"], options["penalty"])
+        scores = _log_probs(logits, step, settings, options)
         if settings["method"] == "sample":
             scores = _filter(scores / settings["temperature"], settings)
             noise = random_uniform(ops.shape(scores), self.seed, step)
@@ -58,16 +96,18 @@ class TokenSearch:
             gumbel = -ops.log(-ops.log(ops.clip(noise, 1e-20, 1.0 - 1e-7)))
             scores = scores + gumbel
         token = ops.cast(ops.argmax(scores, axis=-1), "int32")
-        end_id = settings["end_id"]
-        if end_id is not None:
-            token = ops.where(done, end_id, token)
-            done = ops.logical_or(done, token == end_id)
+        end_ids = options.get("end_ids")
+        if end_ids is not None:
+            token = ops.where(done, end_ids[0], token)
+            done = ops.logical_or(done, _is_end(token, end_ids))
         column = ops.arange(settings["max_new_tokens"]) == step
-        tokens = ops.where(column[None, :], token[:, None], tokens)
-        return tokens, done
+        state = dict(state, tokens=ops.where(column[None, :], token[:, None], tokens), done=done)
+        if "seen" in state:
+            state["seen"] = mark_seen(state["seen"], token)
+        return state
 
     def result(self, state):
-        return state[0]
+        return state["tokens"]
 
 
 def _filter(scores, settings):
@@ -90,15 +130,16 @@ def _filter(scores, settings):
 class BeamSearch:
     """Batched beam search with HF transformers' scoring and stopping rule."""
 
-    def __init__(self, settings, batch):
+    def __init__(self, settings, batch, options):
         self.settings = settings
         self.batch = batch
         self.beams = settings["num_beams"]
+        self.options = options
 
-    def initial(self):
+    def initial(self, seen=None):
         batch, beams, new = self.batch, self.beams, self.settings["max_new_tokens"]
         first = ops.concatenate([ops.zeros((batch, 1)), ops.full((batch, beams - 1), _NEG)], axis=1)
-        return {
+        state = {
             "running": ops.zeros((batch, beams, new), "int32"),
             "running_scores": ops.cast(first, "float32"),
             "finished": ops.zeros((batch, beams, new), "int32"),
@@ -108,6 +149,9 @@ class BeamSearch:
             "sources": ops.zeros((batch, beams), "int32"),
             "all_hit": ops.zeros((), "bool"),
         }
+        if seen is not None:  # (batch * beams, vocab) -> (batch, beams, vocab)
+            state["seen"] = ops.reshape(seen, (batch, beams, -1))
+        return state
 
     def running(self, state):
         return ops.logical_and(ops.any(state["improvable"]), ops.logical_not(state["all_hit"]))
@@ -123,9 +167,14 @@ class BeamSearch:
     def choose(self, state, logits, step):
         settings = self.settings
         batch, beams, new = self.batch, self.beams, settings["max_new_tokens"]
-        keep = 2 * beams
-        scores = _log_probs(logits, step, settings)
+        end_ids = self.options.get("end_ids")
+        # HF keeps enough candidates that `beams` of them survive every end id.
+        keep = max(2, 1 + settings["num_end_ids"]) * beams
+        scores = _log_probs(logits, step, settings, self.options)
         vocab = ops.shape(scores)[-1]
+        if "seen" in state:  # on the log-probabilities, as HF's beam search
+            seen = ops.reshape(state["seen"], (batch * beams, vocab))
+            scores = penalize(scores, seen, self.options["penalty"])
         # (batch, beams * vocab) accumulated scores of every continuation
         scores = ops.reshape(scores, (batch, beams, vocab)) + state["running_scores"][:, :, None]
         top_scores, top_index = ops.top_k(ops.reshape(scores, (batch, beams * vocab)), keep)
@@ -137,8 +186,8 @@ class BeamSearch:
         candidates = ops.take_along_axis(state["running"], source[:, :, None], axis=1)
         candidates = ops.where(column[None, None, :], token[:, :, None], candidates)
         hit = ops.broadcast_to(step >= new - 1, ops.shape(token))
-        if settings["end_id"] is not None:
-            hit = ops.logical_or(hit, token == settings["end_id"])
+        if end_ids is not None:
+            hit = ops.logical_or(hit, _is_end(token, end_ids))
 
         # Running beams: the best `beams` candidates that did not just finish.
         running_scores = top_scores + ops.cast(hit, "float32") * _NEG
@@ -167,7 +216,7 @@ class BeamSearch:
         improvable = ops.logical_and(
             state["improvable"], ops.any(best_possible > worst, axis=-1, keepdims=True)
         )
-        return {
+        state = {
             "running": running,
             "running_scores": best_running,
             "finished": ops.take_along_axis(merged, kept[:, :, None], axis=1),
@@ -176,7 +225,18 @@ class BeamSearch:
             "improvable": improvable,
             "sources": sources,
             "all_hit": ops.all(hit),
+            **self._seen(state, sources, ops.take_along_axis(token, pick, axis=1)),
         }
+        return state
+
+    def _seen(self, state, sources, tokens):
+        """The seen-token masks of the new running beams: each continues its
+        source beam's mask, plus its new token."""
+        if "seen" not in state:
+            return {}
+        # (batch, beams, vocab)
+        seen = ops.take_along_axis(state["seen"], sources[:, :, None], axis=1)
+        return {"seen": mark_seen(seen, tokens)}
 
     def result(self, state):
         return state["finished"][:, 0]

@@ -168,26 +168,14 @@ class LLaMA(DecoderOnly):
             arguments["attention_bias"] = self.window_bias
         return arguments
 
-    def apply_self_attention(self, x, name):
-        if self.position_bias is None:
-            self.position_bias = self.compute_position_bias(x)
-        return self.apply(
-            [x, x, x],
-            self.attention_layer,
-            arguments=self.attention_arguments(),
-            heads=self.num_attention_heads,
-            head_size=self.attention_head_size,
-            out_dim=self.hidden_size,
-            key_size=self.attention_key_size,
-            key_value_heads=self.num_key_value_heads,
-            use_bias=self.projection_bias or self.qkv_bias_only,
-            output_bias=self.projection_bias,
-            qk_norm=self.qk_norm,
-            qk_norm_epsilon=self.layer_norm_epsilon,
-            attention_dropout=self.attention_dropout_rate,
-            kernel_initializer=self.initializer,
-            name=name,
-        )
+    def attention_layer_options(self):
+        return {
+            "key_value_heads": self.num_key_value_heads,
+            "use_bias": self.projection_bias or self.qkv_bias_only,
+            "output_bias": self.projection_bias,
+            "qk_norm": self.qk_norm,
+            "qk_norm_epsilon": self.layer_norm_epsilon,
+        }
 
     def apply_feed_forward(self, x, name):
         return self.apply(

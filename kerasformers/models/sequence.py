@@ -145,23 +145,32 @@ class SequenceModel(Transformer):
             x, feed_forward, lambda h: self.apply_feed_forward(h, feed_forward)
         )
 
+    def attention_layer_options(self):
+        """Hook: extra constructor arguments of the self-attention layers (e.g.
+        key_value_heads for grouped-query attention)."""
+        return {}
+
     def apply_self_attention(self, x, name):
         """One block's self-attention: positions, masks and RealFormer scores included."""
         if self.position_bias is None:
             self.position_bias = self.compute_position_bias(x)
+        options = {
+            "heads": self.num_attention_heads,
+            "head_size": self.attention_head_size,
+            "out_dim": self.hidden_size,
+            "key_size": self.attention_key_size,
+            "use_bias": self.use_bias,
+            "attention_dropout": self.attention_dropout_rate,
+            "return_attention_logits": self.residual_attention_scores,
+            "kernel_initializer": self.initializer,
+            **self.attention_layer_options(),
+        }
         x = self.apply(
             [x, x, x],
             self.attention_layer,
             arguments=self.attention_arguments(),
-            heads=self.num_attention_heads,
-            head_size=self.attention_head_size,
-            out_dim=self.hidden_size,
-            key_size=self.attention_key_size,
-            use_bias=self.use_bias,
-            attention_dropout=self.attention_dropout_rate,
-            return_attention_logits=self.residual_attention_scores,
-            kernel_initializer=self.initializer,
             name=name,
+            **options,
         )
         if self.residual_attention_scores:
             x, self.attention_scores = x

@@ -84,3 +84,33 @@ def max_masked_diff(a, b, mask):
     a, b = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
     keep = np.asarray(mask).astype(bool)
     return float(np.max(np.abs(a[keep] - b[keep])))
+
+
+def hf_generate_each(hf, prompts, new, end_ids=None, skip=None, **kwargs):
+    """HF `generate` (greedy unless kwargs say otherwise) on each prompt alone, with
+    no padding at all: the reference for our left-padded, batched decoding.
+
+    Returns the new ids of each prompt, cut before its first end id. `end_ids`
+    is an int, a list or None; `skip` is how many leading output ids are not
+    generated (default: the prompt, as for a decoder-only model; 1 for T5's
+    decoder start token).
+    """
+    _import()
+    ends = [] if end_ids is None else [end_ids] if isinstance(end_ids, int) else list(end_ids)
+    rows = []
+    for prompt in prompts:
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            out = hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new,
+                do_sample=False,
+                eos_token_id=end_ids,
+                pad_token_id=0,
+                **kwargs,
+            )
+        row = out[0, len(prompt) if skip is None else skip :].tolist()
+        stops = [i for i, token in enumerate(row) if token in ends]
+        rows.append(row[: stops[0]] if stops else row)
+    return rows

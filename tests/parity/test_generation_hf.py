@@ -17,7 +17,7 @@ import pytest
 
 from kerasformers.generation import generate
 from kerasformers.models import build_transformer_model
-from tests.parity.hf_helpers import perturb_
+from tests.parity.hf_helpers import hf_generate_each, perturb_
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -55,29 +55,7 @@ def gpt2(tmp_path_factory):
 
 
 def _hf_generate(hf, prompts, end_id=None, skip=None, **kwargs):
-    """HF generate on each prompt alone; the new ids, cut at end_id.
-
-    `skip`: leading output ids that are not generated (default: the prompt,
-    as for a decoder-only model; 1 for T5's decoder start token).
-    """
-    rows = []
-    for prompt in prompts:
-        ids = torch.tensor([prompt])
-        with torch.no_grad():
-            out = hf.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=NEW,
-                do_sample=False,
-                eos_token_id=end_id,
-                pad_token_id=0,
-                **kwargs,
-            )
-        row = out[0, len(prompt) if skip is None else skip :].tolist()
-        if end_id is not None and end_id in row:
-            row = row[: row.index(end_id)]
-        rows.append(row)
-    return rows
+    return hf_generate_each(hf, prompts, NEW, end_ids=end_id, skip=skip, **kwargs)
 
 
 def test_greedy_equals_hf(gpt2):

@@ -19,7 +19,7 @@ import pytest
 
 from kerasformers.generation import generate
 from kerasformers.models import build_transformer_model
-from tests.parity.hf_helpers import perturb_
+from tests.parity.hf_helpers import hf_generate_each, perturb_
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -87,24 +87,7 @@ def t5(tmp_path_factory):
 
 
 def _hf_generate(hf, prompts, skip, end_ids=None, **kwargs):
-    """HF generate on each prompt alone; the new ids, cut at the first end id."""
-    rows = []
-    for prompt in prompts:
-        ids = torch.tensor([prompt])
-        with torch.no_grad():
-            out = hf.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=NEW,
-                do_sample=False,
-                eos_token_id=end_ids,
-                pad_token_id=0,
-                **kwargs,
-            )
-        row = out[0, len(prompt) if skip is None else skip :].tolist()
-        ends = [i for i, token in enumerate(row) if token in (end_ids or [])]
-        rows.append(row[: ends[0]] if ends else row)
-    return rows
+    return hf_generate_each(hf, prompts, NEW, end_ids=end_ids, skip=skip, **kwargs)
 
 
 def _with_end_ids(hf, prompts, skip, rows, **kwargs):

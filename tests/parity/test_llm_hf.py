@@ -19,6 +19,7 @@ import pytest
 
 from kerasformers.generation import generate
 from kerasformers.models import build_transformer_model
+from tests.parity.hf_helpers import hf_generate_each
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -167,20 +168,7 @@ def test_window_and_rope_scaling_matter(tmp_path_factory):
 
 
 def _hf_generate(hf, prompts, **kwargs):
-    rows = []
-    for prompt in prompts:
-        ids = torch.tensor([prompt])
-        with torch.no_grad():
-            out = hf.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=NEW,
-                do_sample=False,
-                pad_token_id=0,
-                **kwargs,
-            )
-        rows.append(out[0, len(prompt) :].tolist())
-    return rows
+    return hf_generate_each(hf, prompts, NEW, **kwargs)
 
 
 def _prompts():

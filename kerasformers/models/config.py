@@ -48,6 +48,10 @@ def translate_config(config):
         if foreign in out:
             value = out.pop(foreign)
             out.setdefault(ours, value)
+    # The dtype a checkpoint was saved in (HF's "dtype" / "torch_dtype") is not the
+    # policy to build with: that is the caller's dtype= or Keras' global policy.
+    out.pop("dtype", None)
+    out.pop("torch_dtype", None)
     position_type = out.pop("position_embedding_type", "absolute")
     if position_type != "absolute":
         raise ValueError(

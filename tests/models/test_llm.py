@@ -217,10 +217,21 @@ def test_bfloat16_weights_generate_like_full_recomputation():
 @pytest.mark.parametrize("model", ["qwen2", "gpt2", "t5.1.1"])
 def test_dtype_argument_sets_every_layer(model):
     """dtype= gives every layer the policy without touching the global one."""
-    from tests.conftest import tiny_model
+    from tests.conftest import TINY, TINY_T5
 
     before = keras.config.dtype_policy().name
-    built = tiny_model(model, "lm" if model != "t5.1.1" else "encoder", dtype="bfloat16")
+    config = TINY_T5 if model.startswith("t5") else TINY
+    application = "encoder" if model.startswith("t5") else "lm"
+    built = build_transformer_model(config, model=model, application=application, dtype="bfloat16")
     assert keras.config.dtype_policy().name == before
     dtypes = {v.dtype for v in built.weights}
     assert dtypes == {"bfloat16"}, dtypes
+
+
+def test_config_dtype_does_not_choose_the_policy(tmp_path):
+    """HF's config.json records the saved dtype; the build follows the caller."""
+    config = _config(tmp_path, dtype="bfloat16", torch_dtype="bfloat16")
+    built = build_transformer_model(config, model="auto")
+    assert {v.dtype for v in built.weights} == {keras.config.floatx()}
+    built = build_transformer_model(config, model="auto", dtype="bfloat16")
+    assert {v.dtype for v in built.weights} == {"bfloat16"}

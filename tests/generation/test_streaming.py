@@ -8,11 +8,10 @@ arguments, on a ragged batch whose rows end at different steps.
 
 import itertools
 import threading
-import time
 
 import pytest
 
-from kerasformers.generation import generate, stream_generate
+from kerasformers.generation import generate, stream_generate, streaming
 from tests.conftest import tiny_model
 
 PROMPTS = [[5, 17, 33, 2, 60], [44], [9, 81, 23]]
@@ -86,18 +85,33 @@ def test_stream_stops_when_every_row_has_ended(model, method):
     assert _joined(list(stream_generate(model, PROMPTS, **kwargs))) == ended
 
 
-def test_stream_yields_as_it_goes(model):
+def test_stream_yields_as_it_goes(model, monkeypatch):
     # End ids no row produces: all NEW steps run.
     produced = generate(model, PROMPTS, max_new_tokens=NEW, end_id=[95, 96])
     assert all(len(row) == NEW for row in produced)
     kwargs = dict(max_new_tokens=NEW, end_id=[95, 96])
-    list(stream_generate(model, PROMPTS, **kwargs))  # compiled
-    start = time.perf_counter()
-    arrivals = [time.perf_counter() - start for _ in stream_generate(model, PROMPTS, **kwargs)]
-    assert len(arrivals) == NEW
-    # A generator that computed everything before its first yield would hand
-    # the first tokens over at the end.
-    assert arrivals[0] < 0.5 * arrivals[-1], arrivals
+    steps_run = []
+    original = streaming.compiled
+
+    def counting(plan, settings, kind):
+        function = original(plan, settings, kind)
+        if kind != "step":
+            return function
+
+        def step(*args):
+            steps_run.append(1)
+            return function(*args)
+
+        return step
+
+    monkeypatch.setattr(streaming, "compiled", counting)
+    seen = []
+    for _ in stream_generate(model, PROMPTS, **kwargs):
+        seen.append(len(steps_run))
+    assert len(seen) == NEW
+    # A generator that computed everything before its first yield would have run
+    # all NEW - 1 steps by then; this one runs at most the next one ahead.
+    assert seen[0] <= 1 and seen[-1] == NEW - 1, seen
 
 
 def test_streaming_refuses_beams_and_propagates_errors(model):

@@ -46,3 +46,21 @@ def run_worker(script, kind, backend, threads, extra_args=()):
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": " | ".join(tail)}
     return json.loads(lines[-1])
+
+
+def cpu_description():
+    """CPU model and its vector extensions (AVX2 / AVX-512 / AMX), from /proc/cpuinfo."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    have = [flag for flag in wanted if flag in flags]
+    return f"{model}, {os.cpu_count()} cores; vector flags: {' '.join(have) or 'none of AVX2+'}"

@@ -31,12 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import run_worker, sync, time_median  # noqa: E402
-
-try:  # the CPU-description helper, wherever the benchmarks keep it
-    from _common import cpu_description
-except ImportError:
-    from loading import cpu_description
+from _common import cpu_description, run_worker, sync, time_median  # noqa: E402
 
 THREADS = "2"
 CONFIG = dict(

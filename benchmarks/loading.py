@@ -28,6 +28,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import cpu_description  # noqa: E402
+
 BERT = dict(
     vocab_size=30522,
     hidden_size=768,
@@ -76,24 +80,6 @@ seconds = time.perf_counter() - start
 peak = status("VmHWM") - before
 print(json.dumps({"seconds": seconds, "peak_mb": peak / 2**20, "dtypes": dtypes}))
 """
-
-
-def cpu_description():
-    """CPU model and its vector extensions (AVX2 / AVX-512 / AMX), from /proc/cpuinfo."""
-    model, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    have = [flag for flag in wanted if flag in flags]
-    return f"{model}, {os.cpu_count()} cores; vector flags: {' '.join(have) or 'none of AVX2+'}"
 
 
 def measure(case, kind, backend, config_path, checkpoint):

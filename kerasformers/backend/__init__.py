@@ -8,6 +8,7 @@ This package is the only part of the library allowed to branch on
 from kerasformers.backend.generation import (
     autocast,
     compile_generation,
+    compiles_per_shape,
     random_uniform,
     update_cache,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "autocast",
     "check_ids_in_range",
     "compile_generation",
+    "compiles_per_shape",
     "dense",
     "discard_variable_value",
     "dot_product_attention",

@@ -38,6 +38,12 @@ def update_cache(cache, index, value):
     return ops.slice_update(cache, start, ops.cast(value, cache.dtype))
 
 
+def compiles_per_shape():
+    """Whether every new input shape costs a compile (jax: one trace + XLA
+    compile per shape), so that callers should round shapes up to buckets."""
+    return keras.backend.backend() == "jax"
+
+
 def compile_generation(fn, variables, donate=()):
     """Wraps `fn(*tensors) -> outputs` (reading `variables`) for fast repeated calls.
 

@@ -60,6 +60,7 @@ def generate(
     repetition_penalty=1.0,
     return_logits=False,
     streamer=None,
+    pad_to=None,
 ):
     """Generates continuations of a batch of prompts with a key/value cache.
 
@@ -96,6 +97,10 @@ def generate(
             step with one list per prompt: [the id produced at that step], or
             [] for a row that has ended (greedy and sampling only; see
             `stream_generate`).
+        pad_to: left-pad the prompts to at least this many tokens (T5: its
+            encoder input, right-padded). The output is the same; a server
+            rounds lengths up with it so that jax compiles once per bucket
+            instead of once per prompt length.
 
     Returns:
         A list with one list of generated ids per prompt (end ids excluded);
@@ -123,6 +128,7 @@ def generate(
         min_new_tokens=min_new_tokens,
         length_penalty=length_penalty,
         repetition_penalty=repetition_penalty,
+        pad_to=pad_to,
     )
     settings = request.settings
     if streamer is not None:
@@ -185,6 +191,7 @@ def stream_generate(model, token_ids, **kwargs):
         "seed": None,
         "length_penalty": 1.0,
         "repetition_penalty": 1.0,
+        "pad_to": None,
     }
     unknown = sorted(set(kwargs) - set(settings))
     if unknown:

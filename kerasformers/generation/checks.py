@@ -212,7 +212,9 @@ class Request:
     so a server that varies them per request compiles once.
     """
 
-    def __init__(self, model, token_ids, segment_ids, seed, return_logits, **settings):
+    def __init__(
+        self, model, token_ids, segment_ids, seed, return_logits, pad_to=None, **settings
+    ):
         plan = graph_plan(model)
         if not plan.causal:
             raise ValueError(
@@ -236,6 +238,10 @@ class Request:
 
         lengths = np.array([len(p) for p in prompts], dtype="int32")
         width = int(lengths.max())
+        if pad_to is not None:
+            if not _is_int(pad_to) or pad_to < 1:
+                raise ValueError(f"generate: pad_to must be a positive int or None, got {pad_to!r}")
+            width = max(width, int(pad_to))
         ids = np.full((len(prompts), width), pad_id, dtype="int32")
         segs = np.zeros((len(prompts), width), dtype="int32")
         for row, (prompt, segment) in enumerate(zip(prompts, segments, strict=True)):

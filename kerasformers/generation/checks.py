@@ -212,9 +212,7 @@ class Request:
     so a server that varies them per request compiles once.
     """
 
-    def __init__(
-        self, model, token_ids, segment_ids, seed, return_logits, pad_to=None, **settings
-    ):
+    def __init__(self, model, token_ids, segment_ids, seed, return_logits, pad_to=None, **settings):
         plan = graph_plan(model)
         if not plan.causal:
             raise ValueError(

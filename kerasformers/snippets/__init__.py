@@ -12,6 +12,8 @@ One topic per module, everything re-exported here:
 - `data_generator`: the `DataGenerator` batch template (with a `keras.utils.PyDataset`
   bridge) and `inputs`: `check_inputs`, which it uses to catch ids outside a model's
   embedding tables;
+- `webserving`: `WebServing`, a function served over HTTP (FastAPI + uvicorn, imported
+  when one is made);
 - `AutoRegressiveDecoder`, from `kerasformers.generation.autoregressive`.
 
 The names that need Keras (`DataGenerator`, `DataGeneratorDataset`, `check_inputs`,
@@ -46,6 +48,7 @@ from kerasformers.snippets.text import (
     text_segmentate,
 )
 from kerasformers.snippets.viterbi import ViterbiDecoder
+from kerasformers.snippets.webserving import WebServing
 
 if TYPE_CHECKING:  # imported lazily by __getattr__ below
     from kerasformers.generation.autoregressive import AutoRegressiveDecoder
@@ -58,6 +61,7 @@ __all__ = [
     "DataGeneratorDataset",
     "ParallelApplyError",
     "ViterbiDecoder",
+    "WebServing",
     "check_inputs",
     "convert_to_str",
     "convert_to_unicode",

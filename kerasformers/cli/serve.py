@@ -1,6 +1,9 @@
 """`kerasformers serve MODEL_DIR`: the OpenAI-compatible HTTP server."""
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 
 from kerasformers.cli.main import CLIError
@@ -105,10 +108,32 @@ def run(args):
         timeout_graceful_shutdown=args.drain_seconds,
     )
     try:
-        uvicorn.Server(config).run()
+        _server_class(uvicorn)(config).run()
     except OSError as err:  # the port is taken, the address is not ours
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {err}") from None
     return 0
+
+
+def _server_class(uvicorn):
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus the re-raise of the signal after a graceful
+        shutdown: a drained SIGTERM is a clean exit (status 0) here. A second
+        signal still forces the exit."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 def _warm_up(served):

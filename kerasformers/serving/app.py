@@ -49,6 +49,10 @@ def error_body(message, param=None, code=None, kind="invalid_request_error"):
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+# What pydantic puts in an error's location for the branch of a union it tried.
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
+
+
 def _validation_message(error):
     """(param, message) of pydantic's first complaint, in a client's terms."""
     first = error.errors()[0]
@@ -58,7 +62,7 @@ def _validation_message(error):
     if not loc and first.get("type") in ("model_attributes_type", "dict_type"):
         return None, "the request body must be a JSON object"
     # Union errors name the branch tried ("prompt.str"); the field is enough.
-    param = ".".join(p for p in loc if not p.startswith(("str", "list[", "int", "float")))
+    param = ".".join(p for p in loc if p not in _TYPE_TAGS and "[" not in p)
     if first.get("type") == "missing":
         return param, f"'{param}' is required"
     value = first.get("input")
@@ -147,7 +151,7 @@ def create_app(served, max_batch=8, max_tokens=256, max_body=1 << 20, window=0.0
     def check_supported(body):
         found = body.unsupported()
         if found:
-            raise APIError(400, found[1], found[0], "unsupported_parameter")
+            raise APIError(400, f"'{found[0]}': {found[1]}", found[0], "unsupported_parameter")
 
     def budget(ids, asked, param, default):
         """The tokens one completion may generate, checked against the limits."""

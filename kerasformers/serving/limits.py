@@ -27,38 +27,37 @@ class BodyLimit:
             if size > self.max_body:
                 return await _reject(send, 413, self._message(size))
         seen = 0
-        started = False
+        started = rejected = False
 
         async def counted_receive():
-            nonlocal seen
+            # Past the limit the client is answered 413 here and the application
+            # sees a disconnect (it would turn an exception into a generic 400).
+            nonlocal seen, started, rejected
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not rejected:
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise _TooLarge()
+                    if not started:
+                        await _reject(send, 413, self._message(seen))
+                    started = rejected = True
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked_send(message):
             nonlocal started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await _reject(send, 413, self._message(seen))
+        await self.app(scope, counted_receive, tracked_send)
 
     def _message(self, size):
         return (
             f"the request body has {size} bytes, more than this server's limit of "
             f"{self.max_body} (--max-body-bytes)"
         )
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _reject(send, status, message):

@@ -17,6 +17,8 @@ import time
 
 import httpx
 
+from kerasformers.generation import generate
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
@@ -85,6 +87,21 @@ def make_embedding_dir(folder):
     builder.save_weights_as_checkpoint(str(folder / "model.safetensors"))
     (folder / "tokenizer_config.json").write_text('{"do_lower_case": false}', encoding="utf-8")
     return folder
+
+
+def solo(served, text, max_tokens, chat=False):
+    """The reference: greedy `generate` of one prompt alone, decoded. Shapes are
+    rounded up (the first max_tokens greedy tokens are those of
+    max_new_tokens=max_tokens) so that jax compiles a few shapes, not one each."""
+    ids = served.encode_chat(text) if chat else served.encode_prompt(text)
+    out = generate(
+        served.model,
+        [ids],
+        max_new_tokens=-(-max_tokens // 32) * 32,
+        end_id=list(served.end_ids),
+        pad_to=-(-len(ids) // 32) * 32,
+    )[0][:max_tokens]
+    return served.decode(out), len(out)
 
 
 def free_port():

@@ -8,8 +8,7 @@ import threading
 import httpx
 import pytest
 
-from kerasformers.generation import generate
-from tests.serving.helpers import running
+from tests.serving.helpers import running, solo
 
 PROMPTS = [
     "Hello, world",
@@ -35,21 +34,6 @@ PROMPTS = [
 def server(generation_dir):
     with running(generation_dir, "--max-batch", "16", "--batch-window-ms", "50") as s:
         yield s
-
-
-def solo(served, text, max_tokens, chat=False):
-    """The reference: greedy `generate` of one prompt alone, decoded. Shapes are
-    rounded up (the first max_tokens of 32 greedy tokens are those of
-    max_new_tokens=max_tokens) so that jax compiles a few shapes, not one each."""
-    ids = served.encode_chat(text) if chat else served.encode_prompt(text)
-    out = generate(
-        served.model,
-        [ids],
-        max_new_tokens=32,
-        end_id=list(served.end_ids),
-        pad_to=-(-len(ids) // 32) * 32,
-    )[0][:max_tokens]
-    return served.decode(out), len(out)
 
 
 def complete(server, prompt, max_tokens, **extra):

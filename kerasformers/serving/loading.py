@@ -225,10 +225,10 @@ def load_served_model(model_dir, model="auto", application=None, pooling="cls", 
     builder = build_transformer_model(
         config_path, model_dir, model=family, return_keras_model=False, **kwargs
     )
-    context = getattr(builder, "max_position", None)
     seq2seq = hasattr(builder, "decoder_builder")
-    if seq2seq or family.startswith("nezha") or family.startswith("roformer"):
-        context = config.get("n_positions") if seq2seq else context
+    # Learned or rotary positions bound prompt + completion; T5's relative
+    # buckets (and NEZHA's) do not.
+    context = None if seq2seq else getattr(builder, "max_position", None)
     return ServedModel(
         name=name or os.path.basename(os.path.abspath(model_dir)),
         family=family,

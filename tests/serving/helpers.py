@@ -60,8 +60,9 @@ def make_generation_dir(folder):
     return folder
 
 
-def make_embedding_dir(folder):
-    """A tiny BERT (HF names) + vocab.txt in `folder`."""
+def make_embedding_dir(folder, application="encoder"):
+    """A tiny BERT (HF names) + vocab.txt in `folder`; with application="unilm"
+    it has the MLM head a UniLM seq2seq model generates with."""
     from kerasformers.models import build_transformer_model
     from tests.conftest import randomize_weights
     from tests.tokenizers.hf_fixtures import train_wordpiece
@@ -82,7 +83,9 @@ def make_embedding_dir(folder):
         "type_vocab_size": 2,
     }
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    builder = build_transformer_model(config, model="bert", return_keras_model=False)
+    builder = build_transformer_model(
+        config, model="bert", application=application, return_keras_model=False
+    )
     randomize_weights(builder.model, seed=3)
     builder.save_weights_as_checkpoint(str(folder / "model.safetensors"))
     (folder / "tokenizer_config.json").write_text('{"do_lower_case": false}', encoding="utf-8")
@@ -102,6 +105,37 @@ def solo(served, text, max_tokens, chat=False):
         pad_to=-(-len(ids) // 32) * 32,
     )[0][:max_tokens]
     return served.decode(out), len(out)
+
+
+def make_t5_dir(folder):
+    """A tiny T5 (HF names) + a Unigram tokenizer.json ending prompts with </s>."""
+    from kerasformers.models import build_transformer_model
+    from tests.conftest import randomize_weights
+    from tests.tokenizers.hf_fixtures import save, train_unigram
+
+    tokenizer = train_unigram(vocab_size=1500)
+    save(tokenizer, folder, {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"})
+    config = {
+        "model_type": "t5",
+        "vocab_size": tokenizer.get_vocab_size(),
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 40,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+        "relative_attention_max_distance": 16,
+        "feed_forward_proj": "relu",
+        "pad_token_id": 0,
+        "eos_token_id": tokenizer.token_to_id("</s>"),
+        "decoder_start_token_id": 0,
+    }
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    builder = build_transformer_model(config, model="t5", return_keras_model=False)
+    randomize_weights(builder.model, seed=2)
+    builder.save_weights_as_checkpoint(str(folder / "model.safetensors"))
+    return folder
 
 
 def free_port():

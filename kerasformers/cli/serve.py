@@ -145,6 +145,10 @@ def _warm_up(served):
         Embedder(served).embed(["warm up"])
         return
     batcher = Batcher(served, max_batch=1, window=0.0)
-    ids = served.encode_prompt("hello") or [0]
-    batcher.submit(Job(ids, BUCKET, {"method": "greedy"}, lambda event: None))
+    # A plain prompt and a short chat (a template makes prompts of 16+ tokens,
+    # another width bucket).
+    prompts = [served.encode_prompt("hello") or [0]]
+    prompts.append(served.encode_chat([{"role": "user", "content": "hello"}]))
+    for ids in prompts:
+        batcher.submit(Job(ids, BUCKET, {"method": "greedy"}, lambda event: None))
     batcher.close()

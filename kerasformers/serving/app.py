@@ -292,6 +292,7 @@ def create_app(served, max_batch=8, max_tokens=256, max_body=1 << 20, window=0.0
             "context": served.context,
             "chat_template": served.has_chat_template,
             "pooling": served.pooling if served.kind == "embedding" else None,
+            "max_tokens": max_tokens if generation else None,
         }
 
     @app.get("/v1/models")
@@ -446,7 +447,9 @@ def create_app(served, max_batch=8, max_tokens=256, max_body=1 << 20, window=0.0
     async def playground():
         index = os.path.join(STATIC, "index.html")
         if os.path.isfile(index):
-            return FileResponse(index, media_type="text/html")
+            # no-cache: an upgraded package's page is picked up at once.
+            headers = {"Cache-Control": "no-cache"}
+            return FileResponse(index, media_type="text/html", headers=headers)
         return HTMLResponse("<p>kerasformers: the playground is not installed.</p>")
 
     return app

@@ -22,6 +22,52 @@ class CLIError(Exception):
         self.code = code
 
 
+def first_line(err):
+    """An exception's message on one line: its first line, and the first detail when
+    the message lists several ("... does not fit the model: missing tensor ... (and
+    3 more)")."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if len(lines) == 1:
+        return lines[0]
+    rest = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+    return f"{lines[0].rstrip(':')}: {lines[1]}{rest}"
+
+
+class library_errors:
+    """Context manager: the library's own errors inside it (a corrupt or unfitting
+    checkpoint, a bad config, an unreadable file) become a one-line `CLIError`
+    naming `where` (the file concerned).
+
+    The library reports user mistakes as ValueError subclasses (CheckpointError,
+    WeightLoadingError, config errors), TypeError (a config value of the wrong
+    type), OSError and NotImplementedError (a family without some writer).
+
+    Example:
+        >>> with library_errors(path):
+        ...     reader = open_checkpoint(path)
+    """
+
+    def __init__(self, where=None):
+        self.where = None if where is None else str(where)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, traceback):
+        if err is None or isinstance(err, CLIError):
+            return False
+        if isinstance(err, (ValueError, TypeError, OSError, NotImplementedError, KeyError)):
+            message = first_line(err)
+            if isinstance(err, OSError) and err.filename and err.strerror:
+                message = f"{err.filename}: {err.strerror}"
+            elif self.where and self.where not in message:
+                message = f"{self.where}: {message}"
+            raise CLIError(message) from None
+        return False
+
+
 def _parser():
     from kerasformers.cli import convert, inspection, serve
 

@@ -2,11 +2,12 @@
 
 import contextlib
 import signal
+import socket
 import sys
 import threading
 import time
 
-from kerasformers.cli.main import CLIError
+from kerasformers.cli.main import CLIError, first_line
 
 MODEL_ERRORS = (ValueError, TypeError, OSError)
 
@@ -83,7 +84,7 @@ def run(args):
             name=args.name,
         )
     except MODEL_ERRORS as err:
-        raise CLIError(str(err).splitlines()[0]) from None
+        raise CLIError(first_line(err)) from None
     if not args.no_warmup:
         _warm_up(served)
     app = create_app(
@@ -94,23 +95,22 @@ def run(args):
         window=args.batch_window_ms / 1000.0,
         drain=args.drain_seconds,
     )
+    # Bound here, not by uvicorn: a taken port is a one-line error (uvicorn
+    # would log and exit), and --port 0 reports the port it got.
+    try:
+        sock = socket.create_server((args.host, args.port), reuse_port=False)
+    except OSError as err:
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    port = sock.getsockname()[1]
     print(
         f"kerasformers serve: {served.name} ({served.family}, {served.kind}) ready in "
-        f"{time.monotonic() - began:.1f} s on http://{args.host}:{args.port}",
+        f"{time.monotonic() - began:.1f} s on http://{args.host}:{port}",
         file=sys.stderr,
         flush=True,
     )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        timeout_graceful_shutdown=args.drain_seconds,
-    )
-    try:
-        _server_class(uvicorn)(config).run()
-    except OSError as err:  # the port is taken, the address is not ours
-        raise CLIError(f"cannot listen on {args.host}:{args.port}: {err}") from None
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=args.drain_seconds)
+    with sock:
+        _server_class(uvicorn)(config).run(sockets=[sock])
     return 0
 
 

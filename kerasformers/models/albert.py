@@ -39,6 +39,13 @@ class ALBERT(BERT):
 
     hf_prefix = "albert."
     body_prefixes = BERT.body_prefixes
+    hf_model_type = "albert"
+    hf_architectures = {
+        (False, False): "AlbertModel",
+        (False, True): "AlbertForMaskedLM",
+        (True, True): "AlbertForPreTraining",
+    }
+    google_config_file = "albert_config.json"
 
     def __init__(self, num_hidden_groups=1, inner_group_num=1, **kwargs):
         if num_hidden_groups != 1 or inner_group_num != 1:
@@ -49,6 +56,14 @@ class ALBERT(BERT):
         super().__init__(**kwargs)
         self.num_hidden_groups = num_hidden_groups
         self.inner_group_num = inner_group_num
+
+    def config_arguments(self):
+        return {
+            **super().config_arguments(),
+            "embedding_size": self.embedding_size,  # ALBERT's configs always say it
+            "num_hidden_groups": self.num_hidden_groups,
+            "inner_group_num": self.inner_group_num,
+        }
 
     def block_name(self, index):
         return "Transformer"
@@ -113,10 +128,10 @@ class ALBERT_Unshared(ALBERT):
     def block_name(self, index):
         return BERT.block_name(self, index)
 
-    def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None, format=None):
+    def save_weights_as_checkpoint(self, filename, mapping=None, **options):
         if mapping is None:
             self._check_still_shared()
-        return super().save_weights_as_checkpoint(filename, mapping, dtype, format)
+        return super().save_weights_as_checkpoint(filename, mapping, **options)
 
     def _check_still_shared(self):
         first = self._block_weights(0)

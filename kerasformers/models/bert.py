@@ -15,6 +15,7 @@ from kerasformers.layers import (
     OutputActivation,
     TakePosition,
 )
+from kerasformers.models.config import export_config
 from kerasformers.models.naming import (
     google_bert_block,
     google_bert_embeddings,
@@ -116,6 +117,28 @@ class BERT(SequenceModel):
             return outputs[1]
         return outputs[1:]
 
+    # HF model_type and architecture (by the heads held: (with_nsp, with_mlm)) that
+    # `hf_config` records; families without an HF class set hf_model_type = None.
+    hf_model_type = "bert"
+    hf_architectures = {
+        (False, False): "BertModel",
+        (True, False): "BertForNextSentencePrediction",
+        (False, True): "BertForMaskedLM",
+        (True, True): "BertForPreTraining",
+    }
+
+    def hf_config(self):
+        """The HF `config.json` dict (transformers' `from_pretrained` reads it with the
+        weights `save_weights_as_checkpoint(..., format="safetensors")` writes)."""
+        if self.hf_model_type is None:
+            return super().hf_config()
+        config = export_config(self.config_arguments(), "bert", model_type=self.hf_model_type)
+        heads = (bool(self.with_nsp), bool(self.with_mlm))
+        config["architectures"] = [
+            self.hf_architectures.get(heads, self.hf_architectures[False, False])
+        ]
+        return config
+
     def variable_mapping(self):
         """Google BERT checkpoint names (bert4keras' mapping)."""
         mapping = google_bert_embeddings("bert/embeddings/")
@@ -161,6 +184,21 @@ class RoBERTa(BERT):
     body_prefixes = BERT.body_prefixes
     # HF RoBERTa's position offset: padding_idx (its pad id, 1) + 1.
     hf_position_offset = 2
+    hf_model_type = "roberta"
+    hf_architectures = {(False, False): "RobertaModel", (False, True): "RobertaForMaskedLM"}
+
+    def hf_config(self):
+        if self.pad_token_id + 1 != self.hf_position_offset:
+            # HF RoBERTa numbers positions from pad_token_id + 1; our table lines up
+            # with HF's from row 2 only.
+            raise ValueError(
+                f"HF RoBERTa numbers positions from pad_token_id + 1, and this model's "
+                f"pad_token_id is {self.pad_token_id}, not {self.hf_position_offset - 1}: "
+                "its positions would be off by one in transformers. Google-named RoBERTa "
+                "releases (e.g. the Chinese RoBERTa-wwm) are BERT checkpoints: convert them "
+                "with model bert"
+            )
+        return super().hf_config()
 
     def load_roberta_positions(self, value):
         return value[self.hf_position_offset :]

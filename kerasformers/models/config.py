@@ -80,6 +80,97 @@ def translate_config(config):
     return out
 
 
+# The keys each kind of foreign config writes our arguments under: the inverse of
+# CONFIG_KEY_ALIASES, one spelling per kind (every key listed is one of its aliases).
+# Arguments without an entry keep our name, which those configs share (hidden_size,
+# vocab_size, ...).
+CONFIG_SPELLINGS = {
+    # Google bert_config.json / albert_config.json, and HF's BERT-family config.json
+    "bert": (
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "layer_norm_eps",
+    ),
+    "gpt2": (
+        "n_embd",
+        "n_layer",
+        "n_head",
+        "n_inner",
+        "n_positions",
+        "activation_function",
+        "resid_pdrop",
+        "attn_pdrop",
+    ),
+    "openai-gpt": (
+        "n_embd",
+        "n_layer",
+        "n_head",
+        "n_positions",
+        "afn",
+        "resid_pdrop",
+        "attn_pdrop",
+    ),
+    "t5": ("d_model", "num_layers", "num_heads", "d_ff", "d_kv"),
+    "llama": (
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "head_dim",
+        "attention_dropout",
+        "attention_bias",
+    ),
+}
+
+
+def export_config(arguments, spelling, model_type=None):
+    """Builder arguments -> a foreign config dict: the inverse of `translate_config`.
+
+    `translate_config(export_config(args, ...))` gives `args` back, but for
+    arguments that are None (the default: left out) and callables (refused).
+
+    Args:
+        arguments: {our argument name: value}.
+        spelling: which keys to write, a key of `CONFIG_SPELLINGS` ("bert" for
+            Google's bert_config.json and HF's BERT-family configs, "gpt2", ...).
+        model_type: the HF `model_type` to record, which also undoes the value
+            conventions `translate_config` applies for it (HF RoBERTa's two extra
+            position rows, OpenAI GPT's "gelu"); None for a Google config.
+
+    Returns:
+        The config dict (JSON-serialisable).
+
+    Raises:
+        ValueError: a value a config file cannot hold (a callable activation).
+
+    Example:
+        >>> export_config({"dropout_rate": 0.1, "max_position": 512}, "bert")
+        {'hidden_dropout_prob': 0.1, 'max_position_embeddings': 512}
+    """
+    keys = {CONFIG_KEY_ALIASES[key]: key for key in CONFIG_SPELLINGS[spelling]}
+    out = {}
+    for name, value in arguments.items():
+        if value is None:
+            continue  # "the default", which a config says by leaving the key out
+        if callable(value):
+            raise ValueError(
+                f"cannot write {name}={value!r} into a config file: give it by name (e.g. "
+                "hidden_act='gelu') to save a config"
+            )
+        if isinstance(value, tuple):
+            value = list(value)
+        out[keys.get(name, name)] = value
+    positions = keys.get("max_position", "max_position")
+    if model_type == "roberta" and _is_int(out.get(positions)):
+        out[positions] += 2  # HF RoBERTa's table holds padding_idx + 1 rows more
+    activation = keys.get("hidden_act", "hidden_act")
+    if model_type == "openai-gpt" and out.get(activation) == "gelu_new":
+        out[activation] = "gelu"  # HF OpenAI GPT's "gelu" is the tanh form
+    if model_type is not None:
+        out["model_type"] = model_type
+    return out
+
+
 _JSON_TYPES = {
     list: "array",
     str: "string",

@@ -38,6 +38,7 @@ class ELECTRA(BERT):
 
     hf_prefix = "electra."
     body_prefixes = ("electra/embeddings/", "electra/encoder/", "embeddings.", "encoder.")
+    hf_model_type = "electra"
 
     def __init__(self, with_discriminator=False, with_pool=False, with_nsp=False, **kwargs):
         if with_pool or with_nsp:
@@ -68,6 +69,15 @@ class ELECTRA(BERT):
             name="Discriminator-Prediction",
         )
         return [x, outputs] if self.with_mlm else x
+
+    def hf_config(self):
+        config = super().hf_config()
+        # One HF class per head: the discriminator's, else the generator's.
+        if self.with_discriminator:
+            config["architectures"] = ["ElectraForPreTraining"]
+        else:
+            config["architectures"] = ["ElectraForMaskedLM" if self.with_mlm else "ElectraModel"]
+        return config
 
     def variable_mapping(self):
         """Google ELECTRA names (bert4keras' mapping): the encoder under "electra/",

@@ -13,6 +13,8 @@ Reference:
 
 import keras
 
+from kerasformers.backend import get_activation
+from kerasformers.models.config import export_config
 from kerasformers.models.decoder import DecoderOnly
 from kerasformers.models.naming import (
     google_attention,
@@ -69,6 +71,35 @@ class GPT(DecoderOnly):
         # HF's causal-mask buffers in older checkpoints (not c_attn.bias).
         r"(^|\.)attn\.(masked_)?bias$",
     )
+
+    def config_arguments(self):
+        arguments = super().config_arguments()
+        if self.shared_segment_embeddings:
+            arguments["shared_segment_embeddings"] = True
+        return arguments
+
+    def hf_config(self):
+        """The HF `config.json` dict (OpenAIGPTLMHeadModel)."""
+        if self.segment_vocab_size and not self.shared_segment_embeddings:
+            raise ValueError(
+                "HF OpenAI GPT looks token types up in the token table: a GPT with its own "
+                "segment table (shared_segment_embeddings=False) has no HF form"
+            )
+        activation = get_activation(self.hidden_act)
+        if not any(activation is get_activation(a) for a in ("gelu_new", "relu", "silu")):
+            raise ValueError(
+                f"HF OpenAI GPT has only the tanh GELU, relu and silu activations, not "
+                f"hidden_act={self.hidden_act!r}"
+            )
+        arguments = self.config_arguments()
+        for name in ("segment_vocab_size", "shared_segment_embeddings", "pad_token_id"):
+            arguments.pop(name, None)
+        if activation is get_activation("gelu_new"):
+            arguments["hidden_act"] = "gelu_new"
+        config = export_config(arguments, "openai-gpt", model_type="openai-gpt")
+        config["embd_pdrop"] = self.dropout_rate
+        config["architectures"] = ["OpenAIGPTLMHeadModel"]
+        return config
 
     def variable_mapping(self):
         """bert4keras' GPT names: BERT-style embeddings and blocks under "gpt/"."""
@@ -142,6 +173,18 @@ class GPT2(DecoderOnly):
         if self.pad_token_id is None:
             return None
         return super().padding_mask(token_ids)
+
+    def config_arguments(self):
+        arguments = super().config_arguments()
+        del arguments["segment_vocab_size"]  # always 0
+        return arguments
+
+    def hf_config(self):
+        """The HF `config.json` dict (GPT2LMHeadModel)."""
+        config = export_config(self.config_arguments(), "gpt2", model_type="gpt2")
+        config["embd_pdrop"] = self.dropout_rate
+        config["architectures"] = ["GPT2LMHeadModel"]
+        return config
 
     def variable_mapping(self):
         """bert4keras' GPT2 names: GPT's scopes, each block's norms under "input/"."""

@@ -13,6 +13,7 @@ Reference:
 
 from kerasformers.layers import FeedForward, LlamaAttention, RotaryEmbedding
 from kerasformers.layers.rope import check_rope_scaling
+from kerasformers.models.config import export_config
 from kerasformers.models.decoder import DecoderOnly
 from kerasformers.models.masks import AttentionBias
 from kerasformers.models.naming import hf_linear, named_block
@@ -227,40 +228,42 @@ class LLaMA(DecoderOnly):
     # HF architecture class written into config.json by `hf_config`.
     hf_architecture = "LlamaForCausalLM"
 
+    def config_arguments(self):
+        arguments = {
+            **super().config_arguments(),
+            "num_key_value_heads": self.num_key_value_heads,
+            "attention_head_size": self.attention_head_size,  # always: HF's head_dim
+            "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling,
+            "projection_bias": self.projection_bias,
+            "mlp_bias": self.mlp_bias,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "sliding_window": self.sliding_window,
+            "layer_types": self.layer_types if self.sliding_window is not None else None,
+        }
+        for name in ("dropout_rate", "segment_vocab_size", "embedding_size"):
+            arguments.pop(name, None)
+        return arguments
+
     def hf_config(self):
         """The HF `config.json` dict of this model (transformers loads it with
         the weights `save_weights_as_checkpoint(..., format="safetensors")` writes)."""
+        config = export_config(self.config_arguments(), "llama", model_type=self.model_types[0])
+        # transformers 5 keeps theta and scaling in one dict; older readers, apart.
         rope = {"rope_type": "default", "rope_theta": self.rope_theta}
         if self.rope_scaling:
             rope.update(self.rope_scaling)
-        config = {
-            "architectures": [self.hf_architecture],
-            "model_type": self.model_types[0],
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.attention_head_size,
-            "hidden_act": self.hidden_act,
-            "max_position_embeddings": self.max_position,
-            "rms_norm_eps": self.layer_norm_epsilon,
-            "rope_theta": self.rope_theta,
-            "rope_parameters": rope,
-            "rope_scaling": self.rope_scaling,
-            "attention_bias": self.projection_bias,
-            "mlp_bias": self.mlp_bias,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "attention_dropout": self.attention_dropout_rate,
-            "initializer_range": self.initializer_range,
-            "pad_token_id": self.pad_token_id,
-        }
-        if self.sliding_window is not None:
-            config["sliding_window"] = self.sliding_window
-            if self.layer_types is not None:
-                config["layer_types"] = list(self.layer_types)
+        config["rope_parameters"] = rope
+        config["rope_scaling"] = self.rope_scaling
+        config["pad_token_id"] = self.pad_token_id
+        config["architectures"] = [self.hf_architecture]
         return config
+
+    def google_config(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} has no Google checkpoint naming: its checkpoints are "
+            "HF's (a TF-format save uses the HF names)"
+        )
 
 
 class Mistral(LLaMA):

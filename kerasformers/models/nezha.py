@@ -30,6 +30,7 @@ class NEZHA(BERT):
 
     attention_layer = TypicalRelativeAttention
     hf_prefix = "nezha."
+    hf_model_type = None  # NezhaModel left transformers in version 5
     ignored_variable_patterns = Transformer.ignored_variable_patterns + (
         r"relative_positions_encoding",
     )
@@ -47,6 +48,9 @@ class NEZHA(BERT):
     def accepts_position_ids(cls, option):
         """Whether an absolute-position option makes sense for this family."""
         return False
+
+    def config_arguments(self):
+        return {**super().config_arguments(), "max_relative_position": self.max_relative_position}
 
     def apply_position_embeddings(self, x):
         return x

@@ -41,6 +41,8 @@ class RoFormer(NEZHA):
 
     attention_layer = RotaryAttention
     hf_prefix = "roformer."
+    hf_model_type = "roformer"
+    hf_architectures = {(False, False): "RoFormerModel", (False, True): "RoFormerForMaskedLM"}
     ignored_variable_patterns = Transformer.ignored_variable_patterns + (
         r"(^|\.)embed_positions\.weight$",
     )
@@ -53,6 +55,13 @@ class RoFormer(NEZHA):
     @classmethod
     def accepts_position_ids(cls, option):
         return option == "custom_position_ids"
+
+    def config_arguments(self):
+        arguments = super().config_arguments()
+        del arguments["max_relative_position"]  # NEZHA's, unused here
+        # HF sizes its sinusoidal table by it; any length works here.
+        arguments["max_position"] = self.max_position or 512
+        return arguments
 
     def compute_position_bias(self, inputs):
         p = self.position_ids
@@ -81,6 +90,7 @@ class RoFormerV2(RoFormer):
     """
 
     use_bias = False
+    hf_model_type = None  # no HF implementation
 
     def __init__(self, with_pool=False, with_nsp=False, **kwargs):
         if with_pool or with_nsp:

@@ -5,6 +5,7 @@ import keras
 
 from kerasformers.backend import get_activation
 from kerasformers.layers import Embedding, FeedForward, MultiHeadAttention, PositionEmbedding
+from kerasformers.models.config import export_config
 from kerasformers.models.transformer import Transformer
 
 
@@ -50,6 +51,24 @@ class SequenceModel(Transformer):
         self.shared_segment_embeddings = shared_segment_embeddings
         self.residual_attention_scores = residual_attention_scores
         self.activation = get_activation(self.hidden_act)  # fail early on a bad name
+
+    def config_arguments(self):
+        return {
+            **super().config_arguments(),
+            "max_position": self.max_position,
+            "segment_vocab_size": self.segment_vocab_size,
+        }
+
+    def google_config(self):
+        """The Google-style `bert_config.json` dict (the keys of Google's BERT
+        releases, which bert4keras' GPT, GPT-2 and GPT2-ML configs share too; the
+        norm epsilon and pad id only where they differ from BERT's fixed values)."""
+        config = export_config(self.config_arguments(), "bert")
+        if config.get("layer_norm_eps") == 1e-12:
+            del config["layer_norm_eps"]
+        if config.get("pad_token_id") == 0:
+            del config["pad_token_id"]
+        return config
 
     def get_inputs(self):
         shape = (self.sequence_length,)

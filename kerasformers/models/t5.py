@@ -27,9 +27,10 @@ from kerasformers.layers import (
     OutputActivation,
     RelativePositionEmbeddingT5,
 )
+from kerasformers.models.config import export_config
 from kerasformers.models.masks import AttentionBias, check_application
 from kerasformers.models.naming import ATTENTION_DENSES, hf_linear, hf_norm
-from kerasformers.models.t5_options import VERSIONS, check_version_options
+from kerasformers.models.t5_options import VERSIONS, check_version_options, hf_feed_forward_proj
 from kerasformers.models.transformer import Transformer
 
 
@@ -136,6 +137,45 @@ class T5_Base(Transformer):
         self.decoder_start_token_id = (
             self.pad_token_id if decoder_start_token_id is None else decoder_start_token_id
         )
+
+    # ------------------------------------------------------------------ configs
+    # The HF class `hf_config` records, after "T5" / "MT5" (None: no HF class).
+    hf_architecture = None
+    google_config_file = "t5_config.json"
+
+    def config_arguments(self):
+        arguments = super().config_arguments()
+        arguments.pop("embedding_size", None)
+        arguments.update(
+            attention_head_size=self.attention_head_size,
+            num_decoder_layers=self.num_decoder_layers,
+            relative_attention_num_buckets=self.relative_attention_num_buckets,
+            relative_attention_max_distance=self.relative_attention_max_distance,
+            decoder_start_token_id=self.decoder_start_token_id,
+        )
+        return arguments
+
+    def hf_config(self):
+        """The HF `config.json` dict (T5 / mT5: ForConditionalGeneration, EncoderModel)."""
+        if self.hf_architecture is None:
+            return super().hf_config()
+        arguments = self.config_arguments()
+        for name in ("hidden_act", "attention_dropout_rate", "initializer_range"):
+            del arguments[name]  # HF's T5 has no key for them (one dropout rate)
+        mt5 = self.version == "mt5.1.1"
+        config = export_config(arguments, "t5", model_type="mt5" if mt5 else "t5")
+        config.update(
+            feed_forward_proj=hf_feed_forward_proj(self.hidden_act),
+            tie_word_embeddings=self.tie_word_embeddings,
+            is_encoder_decoder=True,
+            architectures=[("MT5" if mt5 else "T5") + self.hf_architecture],
+        )
+        return config
+
+    def google_config(self):
+        """bert4keras' T5 config dict (BERT's keys plus T5's own: attention_head_size,
+        the relative buckets; hidden_act a pair for the gated versions)."""
+        return export_config(self.config_arguments(), "bert")
 
     def norm_arguments(self):
         """T5's RMS norm: no mean, no beta."""
@@ -303,6 +343,7 @@ class T5_Encoder(T5_Base):
 
     body_prefixes = ("encoder/", "encoder.")
     stacks = ("Encoder",)
+    hf_architecture = "EncoderModel"
 
     def get_inputs(self):
         shape = (self.sequence_length,)
@@ -470,6 +511,7 @@ class T5(T5_Base):
 
     body_prefixes = T5_Encoder.body_prefixes + T5_Decoder.body_prefixes
     stacks = ("Encoder", "Decoder")
+    hf_architecture = "ForConditionalGeneration"
     lm_activation_layer = T5_Decoder.lm_activation_layer
 
     def __init__(self, name=None, **kwargs):

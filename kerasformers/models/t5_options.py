@@ -26,6 +26,32 @@ def _feed_forward_activation(feed_forward_proj):
     return [name, "linear"] if gated else name
 
 
+def hf_feed_forward_proj(hidden_act):
+    """Our hidden_act -> HF's feed_forward_proj: the inverse of `_feed_forward_activation`.
+
+    Raises:
+        ValueError: an activation HF's T5 cannot name (a callable, a gated pair
+            whose second part is not linear).
+    """
+    gated = isinstance(hidden_act, (list, tuple))
+    name = hidden_act[0] if gated else hidden_act
+    if not isinstance(name, str) or (gated and (len(hidden_act) != 2 or hidden_act[1] != "linear")):
+        raise ValueError(
+            f"hidden_act {hidden_act!r} has no HF feed_forward_proj spelling ('relu', "
+            "'gated-gelu', or another '<activation>' / 'gated-<activation>')"
+        )
+    activation = get_activation(name)
+    # HF's spelling: "gated-gelu" means the tanh GELU, a bare "gelu" the exact one.
+    if activation is get_activation("gelu_new" if gated else "gelu_erf"):
+        name = "gelu"
+    elif activation is get_activation("gelu_erf" if gated else "gelu_new"):
+        raise ValueError(
+            f"hidden_act {hidden_act!r}: HF's T5 has the tanh GELU only gated and the exact "
+            "one only ungated"
+        )
+    return f"gated-{name}" if gated else name
+
+
 def check_version_options(
     who, version, fixed_version, hidden_act, feed_forward_proj, scaled, option
 ):

@@ -247,11 +247,47 @@ class Transformer(CheckpointMapping):
                 ):
                     variable.assign(self.initializer(variable.shape, variable.dtype))
 
+    # ------------------------------------------------------------------ configs
+    # The name Google's releases give the file `google_config` writes.
+    google_config_file = "bert_config.json"
+
+    def config_arguments(self):
+        """The arguments a config file records for this model, in our names: what
+        `hf_config` and `google_config` spell in their keys (hook: families add
+        their own)."""
+        arguments = {
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": self.hidden_act,
+            "dropout_rate": self.dropout_rate,
+            "attention_dropout_rate": self.attention_dropout_rate,
+            "initializer_range": self.initializer_range,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "pad_token_id": self.pad_token_id,
+        }
+        if self.embedding_size != self.hidden_size:
+            arguments["embedding_size"] = self.embedding_size
+        if self.attention_head_size * self.num_attention_heads != self.hidden_size:
+            arguments["attention_head_size"] = self.attention_head_size
+        return arguments
+
     def hf_config(self):
         """Hook: the HF `config.json` dict of this model (families with an HF class)."""
         raise NotImplementedError(
-            f"{type(self).__name__} has no HF config writer; save its weights with "
-            "save_weights_as_checkpoint and write config.json yourself"
+            f"{type(self).__name__} has no HF config writer (transformers has no class "
+            "for it); save its weights with save_weights_as_checkpoint and write "
+            "config.json yourself"
+        )
+
+    def google_config(self):
+        """Hook: the Google-style config dict of this model, written as
+        `google_config_file` (families with Google-named checkpoints)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no Google-style config writer (no Google "
+            "checkpoint naming of its own)"
         )
 
     def save_pretrained(self, directory, dtype=None, **options):

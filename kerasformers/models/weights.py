@@ -281,6 +281,22 @@ class CheckpointMapping:
             return "hf", hf_resolved
         return "google", google_resolved
 
+    def match_checkpoint(self, names):
+        """How `load_weights_from_checkpoint` reads a checkpoint holding `names`.
+
+        Returns:
+            ("google" or "hf": the naming chosen, {the names it reads}); the other
+            names are left alone (optimizer slots, buffers, heads the model lacks).
+        """
+        convention, resolved = self._choose_mapping(list(names))
+        used = {
+            found
+            for entries in resolved.values()
+            for found, _, _ in entries.values()
+            if found is not None
+        }
+        return convention, used
+
     # ------------------------------------------------------------------ loading
     def load_weights_from_checkpoint(self, checkpoint, mapping=None):
         """Loads weights from a checkpoint file or directory (format auto-detected).
@@ -424,7 +440,7 @@ class CheckpointMapping:
 
     # ------------------------------------------------------------------ saving
     def save_weights_as_checkpoint(
-        self, filename, mapping=None, dtype=None, format=None, max_shard_size=None
+        self, filename, mapping=None, dtype=None, format=None, max_shard_size=None, progress=None
     ):
         """Writes the weights as a Google TF checkpoint or HF safetensors (sharded if large).
 
@@ -445,6 +461,8 @@ class CheckpointMapping:
                 ("2GB", "500MiB"); default "5GB". Larger sets are written as HF shards
                 (model-00001-of-0000N.safetensors + model.safetensors.index.json),
                 which `transformers`' from_pretrained loads.
+            progress: optional `fn(done, total)`, called after each tensor is handed
+                to the writer (a progress display).
 
         Returns:
             The path written (a sharded set: its index).
@@ -456,6 +474,33 @@ class CheckpointMapping:
             raise ValueError(f"format must be 'tf' or 'safetensors', got {format!r}")
         if max_shard_size is not None and format != "safetensors":
             raise ValueError(f"max_shard_size applies to format='safetensors' only, not {format!r}")
+        tensors = self.checkpoint_tensors(format, mapping=mapping, dtype=dtype)
+        if progress is not None:
+            for done, tensor in enumerate(tensors.values(), 1):
+                tensor.on_read = functools.partial(progress, done, len(tensors))
+        directory = os.path.dirname(str(filename))
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        return checkpoints.save_checkpoint(
+            tensors, str(filename), format=format, max_shard_size=max_shard_size
+        )
+
+    def checkpoint_tensors(self, format="safetensors", mapping=None, dtype=None):
+        """The tensors `save_weights_as_checkpoint` writes, computed only when read.
+
+        Args:
+            format: "tf" (Google names) or "safetensors" (HF names).
+            mapping: optional mapping to name them by instead of the family's.
+            dtype: cast floating tensors to this dtype as each is read.
+
+        Returns:
+            {checkpoint name: array-like}: each value has `shape` and `dtype`, and
+            `np.asarray(value)` computes it from the variables (hooks and fused
+            parts applied, cast), one tensor at a time. Comparing a written file
+            against these is comparing it against the model.
+        """
+        if format not in ("tf", "safetensors"):
+            raise ValueError(f"format must be 'tf' or 'safetensors', got {format!r}")
         if mapping is not None:
             convention = "custom"
         else:
@@ -486,13 +531,7 @@ class CheckpointMapping:
         for name, parts in fused.items():
             _check_parts(name, parts)
             sources[name] = functools.partial(self._saved_fused, name, parts)
-        tensors = {name: _SavedTensor(compute, dtype) for name, compute in sources.items()}
-        directory = os.path.dirname(str(filename))
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        return checkpoints.save_checkpoint(
-            tensors, str(filename), format=format, max_shard_size=max_shard_size
-        )
+        return {name: _SavedTensor(compute, dtype) for name, compute in sources.items()}
 
     def _saved_value(self, variable, hook):
         value = variable_to_numpy(variable)
@@ -514,6 +553,7 @@ class _SavedTensor:
 
     def __init__(self, compute, dtype=None):
         self._compute = compute
+        self.on_read = None  # called after each read (save_weights_as_checkpoint's progress)
         value = compute()
         self._cast = None
         if dtype is not None and _dtype_kind(_dtype_name(value.dtype)) == "float":
@@ -525,7 +565,11 @@ class _SavedTensor:
         value = np.asarray(self._compute())
         if self._cast is not None and value.dtype != self._cast:
             value = value.astype(self._cast)
-        return value if dtype is None else value.astype(dtype)
+        if self.on_read is not None:
+            self.on_read()
+        if dtype is not None:
+            return value.astype(dtype)
+        return value.copy() if copy else value  # np.array(...) asks for its own copy
 
 
 def _numpy_dtype(dtype):

@@ -84,7 +84,11 @@ class ServedModel:
         return self.encode_prompt(text, special_tokens=not self.has_chat_template)
 
     def decode(self, ids):
-        return self.tokenizer.decode(list(ids))
+        """The text of generated ids. Ids past the tokenizer's vocabulary (models
+        pad their embedding tables: Qwen2's 151,936 rows hold 151,665 tokens)
+        have no text and are left out, rather than failing the whole batch."""
+        size = self.tokenizer.vocab_size
+        return self.tokenizer.decode([i for i in ids if i < size])
 
 
 def _text_of(content):

@@ -33,7 +33,7 @@ def test_serve_refuses_bad_directories(tmp_path, capsys, generation_dir):
     (tmp_path / "config.json").write_text(
         json.dumps({"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1,
                     "num_attention_heads": 2, "intermediate_size": 8, "vocab_size": 4,
-                    "hidden_act": "gelu"})
+                    "hidden_act": "gelu", "max_position_embeddings": 8})
     )  # fmt: skip
     assert "checkpoint" in _error_line(capsys, ["serve", str(tmp_path)]).lower()
 

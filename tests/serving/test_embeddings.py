@@ -25,8 +25,7 @@ def reference(folder, texts, pooling):
     return np.stack(out)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-@pytest.mark.parametrize("bucket", [True, False])
+@pytest.mark.parametrize("pooling, bucket", [("cls", False), ("mean", True), ("mean", False)])
 def test_embedder_matches_texts_run_alone(embedding_dir, pooling, bucket):
     served = load_served_model(str(embedding_dir), pooling=pooling)
     assert served.kind == "embedding"

@@ -7,7 +7,6 @@ import socket
 import pytest
 
 from kerasformers.cli import main
-from tests.serving.helpers import running
 
 
 def _error_line(capsys, argv):
@@ -53,13 +52,3 @@ def test_help_of_every_subcommand(capsys):
             main([command, "--help"])
         assert exit_.value.code == 0
         assert f"kerasformers {command}" in capsys.readouterr().out
-
-
-def test_console_script_serves(generation_dir):
-    # python -m kerasformers (what `running` starts) and the model card it serves.
-    import httpx
-
-    with running(generation_dir, "--name", "my-model", "--no-warmup") as server:
-        card = httpx.get(server.url + "/v1/models/my-model").json()
-        assert card["id"] == "my-model" and card["family"] == "qwen2"
-        assert card["context"] == 256 and card["chat_template"] is True

@@ -159,6 +159,8 @@ def test_openai_client(server, served_generation):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     assert [m.id for m in client.models.list().data] == ["tiny-qwen2"]
+    card = client.models.retrieve("tiny-qwen2")
+    assert card.family == "qwen2" and card.context == 256 and card.chat_template is True
     expected, _ = solo(served_generation, PROMPTS[1], 12)
     got = client.completions.create(
         model="tiny-qwen2", prompt=PROMPTS[1], max_tokens=12, temperature=0

@@ -200,32 +200,21 @@ def _detect(src):
     return fmt, path
 
 
-def _config_names():
-    """config.json, then the Google config names the families write."""
-    from kerasformers.models import MODELS
-
-    names = ["config.json"]
-    for cls in MODELS.values():
-        if cls.google_config_file not in names:
-            names.append(cls.google_config_file)
-    return names
-
-
 def _source_directory(src, resolved):
     return src if os.path.isdir(src) else os.path.dirname(os.path.abspath(resolved))
 
 
 def _find_config(src, resolved):
+    from kerasformers.models import config_file_names, find_config_file
+
     directory = _source_directory(src, resolved)
-    names = _config_names()
-    for name in names:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            return path
-    raise CLIError(
-        f"no config found beside {resolved}: looked for {', '.join(names)} in {directory}; "
-        "pass --config"
-    )
+    path = find_config_file(directory)
+    if path is None:
+        raise CLIError(
+            f"no config found beside {resolved}: looked for {', '.join(config_file_names())} "
+            f"in {directory}; pass --config"
+        )
+    return path
 
 
 def _read_config(path):

@@ -106,6 +106,26 @@ def _auto_model(config, config_path):
     return name
 
 
+def config_file_names():
+    """The config files a checkpoint folder may hold, in the order they are
+    looked for: HF's config.json, then the Google names the families write
+    (bert_config.json, albert_config.json, t5_config.json)."""
+    names = ["config.json"]
+    for cls in MODELS.values():
+        if cls.google_config_file not in names:
+            names.append(cls.google_config_file)
+    return names
+
+
+def find_config_file(directory):
+    """The first of `config_file_names()` present in `directory`, or None."""
+    for name in config_file_names():
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def _check_model_type(cls, config, config_path):
     """A config whose model_type names another decoder family than `cls` is an error."""
     model_type = config.get("model_type")
@@ -231,6 +251,8 @@ __all__ = [
     "GPT2_ML",
     "Gemma",
     "HF_MODEL_TYPES",
+    "config_file_names",
+    "find_config_file",
     "LLaMA",
     "Mistral",
     "NEZHA",

@@ -11,10 +11,15 @@ import glob
 import json
 import os
 
-from kerasformers.models import HF_MODEL_TYPES, MODELS, build_transformer_model
+from kerasformers.models import (
+    HF_MODEL_TYPES,
+    MODELS,
+    build_transformer_model,
+    config_file_names,
+    find_config_file,
+)
 from kerasformers.models.config import load_config
 
-CONFIG_FILES = ("config.json", "bert_config.json", "albert_config.json")
 # Families whose plain build is a language model.
 GENERATIVE_PREFIXES = ("gpt", "t5", "mt5", "llama", "qwen", "mistral", "gemma")
 POOLINGS = ("cls", "mean")
@@ -102,13 +107,12 @@ def _is_hf(tokenizer):
 
 
 def find_config(model_dir):
-    for name in CONFIG_FILES:
-        path = os.path.join(model_dir, name)
-        if os.path.isfile(path):
-            return path
-    raise ModelDirectoryError(
-        f"{model_dir}: no model config found (looked for {', '.join(CONFIG_FILES)})"
-    )
+    path = find_config_file(model_dir)
+    if path is None:
+        raise ModelDirectoryError(
+            f"{model_dir}: no model config found (looked for {', '.join(config_file_names())})"
+        )
+    return path
 
 
 def load_tokenizer(model_dir, config):
